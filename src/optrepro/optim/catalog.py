@@ -1,0 +1,2 @@
+"""Every registered optimizer, one import per family. Each family module only calls `register`."""
+from optrepro.optim import catalog_crowded_valley  # noqa: F401

@@ -1,0 +1,118 @@
+"""The problem contract used by the training loop (optrepro.train).
+
+A Problem owns data, model, loss and metrics. The loop owns seeds, order, devices and the optimizer:
+
+    problem.splits()                 -> {"train": Split, "valid": Split, "test": Split} (cached per process)
+    problem.build_model()            -> nn.Module (the loop seeds torch with init_seed before calling it)
+    problem.forward(model, batch, carry) -> Output(loss, sums, count, carry)
+    problem.init_carry(batch_size, device) -> state carried across batches (char-RNN), else None
+
+Randomness: the loop derives a generator from (data_seed, epoch, step) for order and augmentation and
+re-seeds torch's global RNG from (noise_seed, epoch, step) before every forward of a step, so dropout
+and sampling noise replay exactly when a closure evaluates the same batch again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+
+def data_root() -> Path:
+    """Where verified datasets live (`data/` by default; the DAG sets OPTREPRO_DATA from config)."""
+    return Path(os.environ.get("OPTREPRO_DATA", "data"))
+
+
+class Split:
+    """Examples held as tensors, decoded once. `transform(batch, generator)` augments training batches."""
+
+    sequential: bool = False  # True: batches in order (carried state), never shuffled
+
+    def __init__(self, *tensors: torch.Tensor, transform: Callable | None = None, sequential: bool = False):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("a Split needs tensors of equal length")
+        self.tensors = tensors
+        self.transform = transform
+        self.sequential = sequential
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        if self.sequential:
+            return torch.arange(len(self))
+        return torch.randperm(len(self), generator=generator)
+
+    def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        batch = tuple(t[index] for t in self.tensors)
+        if generator is not None and self.transform is not None:
+            batch = self.transform(batch, generator)
+        return batch
+
+    def to(self, device) -> "Split":
+        moved = Split(*(t.to(device) for t in self.tensors), transform=self.transform, sequential=self.sequential)
+        return moved
+
+
+@dataclass
+class Output:
+    loss: torch.Tensor  # the mean loss that is differentiated (regularizer included)
+    sums: dict[str, torch.Tensor]  # per-metric sums over the batch, e.g. {"loss": ..., "accuracy": ...}
+    count: int  # examples in the batch (denominator of the sums)
+    carry: Any = None  # state for the next batch (char-RNN), else None
+
+
+_SPLITS_CACHE: dict[tuple, dict[str, Split]] = {}
+
+
+@dataclass
+class Problem:
+    """Base class: subclasses set `name`, and implement `load_splits`, `build_model` and `forward`."""
+
+    scale: str
+    name: ClassVar[str] = "problem"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+    higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True, "error": False}
+
+    # --- data -------------------------------------------------------------------------------------
+    def cache_key(self) -> tuple:
+        return (type(self).__qualname__, self.scale, tuple(sorted(self.data_args().items())), str(data_root()))
+
+    def data_args(self) -> dict:
+        """The subset of args that changes the data (the cache key); default: none."""
+        return {}
+
+    def splits(self) -> dict[str, Split]:
+        """Train/valid/test, loaded once per process and shared by every run of a batch."""
+        key = self.cache_key()
+        if key not in _SPLITS_CACHE:
+            _SPLITS_CACHE[key] = self.load_splits()
+        return _SPLITS_CACHE[key]
+
+    def load_splits(self) -> dict[str, Split]:
+        raise NotImplementedError
+
+    # --- model and loss ---------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, ...], carry: Any = None) -> Output:
+        raise NotImplementedError
+
+    def init_carry(self, batch_size: int, device) -> Any:
+        return None
+
+
+def classification_output(logits: torch.Tensor, target: torch.Tensor, regularizer: torch.Tensor | float = 0.0) -> Output:
+    """Cross-entropy mean loss (+ regularizer) and summed loss/accuracy for evaluation."""
+    losses = nn.functional.cross_entropy(logits, target, reduction="none")
+    correct = (logits.argmax(dim=-1) == target).sum()
+    return Output(
+        loss=losses.mean() + regularizer,
+        sums={"loss": losses.sum().detach(), "accuracy": correct.detach().to(losses.dtype)},
+        count=len(target),
+    )

@@ -1,0 +1,68 @@
+"""The problem registry: metadata as plain data (imports without torch), builders imported lazily.
+
+    get("digits_mlp", "smoke")   -> a Problem (optrepro.problems.base), model/data/loss/metrics
+    info("digits_mlp").defaults["smoke"]["batch_size"]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from optrepro.registry import Registry, check_keys, import_target
+
+SCALES = ("full", "smoke")
+
+
+@dataclass(frozen=True)
+class ProblemInfo:
+    name: str
+    target: str  # "module:attr" of a Problem subclass or factory called as target(scale=..., **args)
+    # Protocol defaults per scale: batch_size, epochs (or steps), weight_decay, eval_every, ...
+    defaults: Mapping[str, Mapping[str, Any]]
+    impl_version: int = 1  # bump when a fix changes numbers
+    args: Mapping[str, Any] = field(default_factory=dict)  # accepted problem arguments and their defaults
+    datasets: tuple[str, ...] = ()  # data sources (optrepro.data) needed at full scale
+    papers: tuple[str, ...] = ()
+    # Rough seconds per epoch on the reference device of each scale: used to size batches of runs.
+    cost_per_epoch_s: Mapping[str, float] = field(default_factory=lambda: {"full": 60.0, "smoke": 0.05})
+    gpu: bool = False  # full scale wants a GPU
+    description: str = ""
+
+
+PROBLEMS: Registry[ProblemInfo] = Registry("problem")
+
+
+def register(info: ProblemInfo) -> ProblemInfo:
+    return PROBLEMS.add(info.name, info)
+
+
+def _load_catalogs() -> None:
+    from optrepro.problems import catalog  # noqa: F401
+
+
+def available() -> list[str]:
+    _load_catalogs()
+    return PROBLEMS.names()
+
+
+def info(name: str) -> ProblemInfo:
+    _load_catalogs()
+    return PROBLEMS.get(name)
+
+
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}. Valid choices: {', '.join(SCALES)}")
+
+
+def resolve_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    entry = info(name)
+    check_keys(f"argument for problem {name!r}", args, entry.args)
+    return {**entry.args, **args}
+
+
+def get(name: str, scale: str, **args):
+    """Build problem `name` at `scale` ("full" or "smoke")."""
+    check_scale(scale)
+    entry = info(name)
+    return import_target(entry.target)(scale=scale, **resolve_args(name, args))

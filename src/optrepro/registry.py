@@ -1,0 +1,68 @@
+"""A small torch-free registry: one name -> one entry whose heavy target is imported lazily.
+
+Planning (which runs every SLURM job re-does) must not import torch, transformers or timm, so
+entries carry their metadata as plain data and name their implementation as "module:attr".
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered; the message lists the valid choices."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def unknown(kind: str, name: object, choices) -> UnknownNameError:
+    choices = sorted(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Valid choices: {', '.join(choices)}")
+
+
+def check_keys(kind: str, given, valid) -> None:
+    """Refuse keys outside `valid`, naming the bad key and listing the valid ones."""
+    bad = sorted(set(given) - set(valid))
+    if bad:
+        raise unknown(kind, bad[0], valid)
+
+
+def import_target(target: str):
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> T:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise unknown(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
