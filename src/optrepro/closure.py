@@ -44,6 +44,7 @@ class StepClosure:
         self.forward_passes = 0
         self.backward_passes = 0
         self.first_outputs: list[Any] | None = None  # outputs of the first call: metrics and carried state
+        self.first_loss: torch.Tensor | None = None
 
     def __call__(self, backward: bool = True) -> torch.Tensor:
         frozen = self.calls > 0 and self.trial_batchnorm == "frozen"
@@ -71,6 +72,7 @@ class StepClosure:
                     buf.copy_(old)
         if self.first_outputs is None:
             self.first_outputs = outputs
+            self.first_loss = total
         self.calls += 1
         self.forward_passes += 1
         self.backward_passes += int(backward)

@@ -1,0 +1,204 @@
+"""Run specs and the plan: config/papers/*.yaml -> fully resolved run specs with content-addressed ids.
+
+A spec is a plain dict with every default resolved (DESIGN.md "Data flow"). Its run id is a hash of its
+canonical JSON, minus `tags` (labels for the report that do not change what is computed), so changing a
+hyperparameter makes a new run and re-planning finds the runs that already exist. Nothing here imports torch.
+
+Deferred specs are runs whose spec depends on another run's result (a tuning winner re-run, a NOS particle's
+next step): a template plus the path of the JSON it depends on and the name of a resolver that fills the
+template. The batch job resolves them at run time (`resolve_deferred`) with torch-free code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from optrepro import optim, problems, schedules
+from optrepro.registry import Registry, check_keys
+
+SPEC_VERSION = 1  # bump when the meaning of a spec field changes
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+RUN_ID_HEX = 20
+
+SPEC_KEYS = ("spec_version", "paper", "problem", "problem_args", "problem_impl_version", "scale", "device",
+             "precision", "optimizer", "schedule", "controllers", "init_seed", "data_seed", "noise_seed",
+             "epochs", "batch_size", "grad_accum", "eval_every", "tags")
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def run_id(spec: Mapping[str, Any]) -> str:
+    content = {k: v for k, v in spec.items() if k != "tags"}
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:RUN_ID_HEX]
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Type a hyperparameter like its default: YAML reads 1e-3 as a string, tuples arrive as lists."""
+    if isinstance(default, bool) or default is None:
+        return value
+    if isinstance(default, numbers.Number) and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"hyperparameter {name!r}: {value!r} is not a number") from None
+    if isinstance(default, float) and isinstance(value, numbers.Number) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"hyperparameter {name!r}: {value!r} is not finite")
+    if isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+        return [_coerce(f"{name}[{i}]", v, d) for i, (v, d) in enumerate(zip(value, default))]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: Mapping[str, Any] | None = None,
+              schedule: Mapping[str, Any] | None = None, controllers: Iterable[Mapping[str, Any]] = (),
+              seed: int = 0, init_seed: int | None = None, data_seed: int | None = None,
+              noise_seed: int | None = None, epochs: int | None = None, batch_size: int | None = None,
+              grad_accum: int = 1, eval_every: int | None = None, device: str = "cpu",
+              precision: str = "fp32", problem_args: Mapping[str, Any] | None = None,
+              tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A fully resolved spec. Every name is checked against its registry before any compute is spent."""
+    problems.registry.check_scale(scale)
+    pinfo = problems.info(problem)
+    oinfo = optim.info(optimizer)
+    hparams = dict(hparams or {})
+    optim.registry.resolve_hparams(optimizer, hparams)  # refuses unknown keys by name
+    resolved = {k: _jsonable(_coerce(k, hparams.get(k, d), d)) for k, d in oinfo.defaults.items()}
+    schedule = dict(schedule or {"name": "constant"})
+    sname = schedule.pop("name", "constant")
+    sargs = dict(schedule.pop("args", {}), **schedule)
+    schedules.build_schedule(sname, **sargs)  # refuses unknown names and arguments
+    ctrl = []
+    for c in controllers:
+        c = dict(c)
+        cname = c.pop("name")
+        cargs = dict(c.pop("args", {}), **c)
+        schedules.build_controller(cname, **cargs)
+        ctrl.append({"name": cname, "args": cargs})
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}. Valid choices: {', '.join(DEVICES)}")
+    if scale == "smoke":
+        device = "cpu"  # smoke runs are pinned to the CPU: CI and reviewers' laptops have no GPU
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}. Valid choices: {', '.join(PRECISIONS)}")
+    defaults = pinfo.defaults[scale]
+    spec = {
+        "spec_version": SPEC_VERSION,
+        "paper": paper,
+        "problem": problem,
+        "problem_args": problems.registry.resolve_args(problem, problem_args or {}),
+        "problem_impl_version": pinfo.impl_version,
+        "scale": scale,
+        "device": device,
+        "precision": precision,
+        "optimizer": {"name": optimizer, "impl_version": oinfo.impl_version, "hparams": resolved},
+        "schedule": {"name": sname, "args": sargs},
+        "controllers": ctrl,
+        "init_seed": int(seed if init_seed is None else init_seed),
+        "data_seed": int(seed if data_seed is None else data_seed),
+        "noise_seed": int(seed if noise_seed is None else noise_seed),
+        "epochs": int(epochs if epochs is not None else defaults["epochs"]),
+        "batch_size": int(batch_size if batch_size is not None else defaults["batch_size"]),
+        "grad_accum": int(grad_accum),
+        "eval_every": int(eval_every if eval_every is not None else defaults.get("eval_every", 1)),
+        "tags": dict(tags or {}),
+    }
+    if spec["batch_size"] % spec["grad_accum"]:
+        raise ValueError(f"batch_size {spec['batch_size']} is not divisible by grad_accum {spec['grad_accum']}")
+    for key in ("epochs", "batch_size", "grad_accum", "eval_every"):
+        if spec[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {spec[key]}")
+    canonical_json(spec)  # fails early on NaN/inf or non-JSON values
+    return spec
+
+
+def check_spec(spec: Mapping[str, Any]) -> None:
+    """A spec read from disk: the same keys as make_spec writes, nothing more, nothing less."""
+    check_keys("spec key", spec, SPEC_KEYS)
+    missing = sorted(set(SPEC_KEYS) - set(spec))
+    if missing:
+        raise ValueError(f"spec is missing {', '.join(missing)}")
+
+
+# --- deferred specs ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeferredSpec:
+    """A run whose spec is known only once `depends_on` exists; `key` names it stably in the plan."""
+
+    key: str
+    template: Mapping[str, Any]
+    depends_on: str  # path of a JSON file produced by another job
+    resolver: str  # name in RESOLVERS
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deferred": True, "key": self.key, "template": dict(self.template), "depends_on": self.depends_on,
+                "resolver": self.resolver, "tags": dict(self.tags)}
+
+
+RESOLVERS: Registry[Callable[[Mapping[str, Any], Any], dict]] = Registry("resolver")
+
+
+def register_resolver(name: str):
+    def wrap(fn):
+        RESOLVERS.add(name, fn)
+        return fn
+
+    return wrap
+
+
+@register_resolver("hparams_from")
+def _hparams_from(template: Mapping[str, Any], dependency: Any) -> dict:
+    """Fill the template's optimizer hyperparameters from a JSON {"hparams": {...}} (a tuning winner)."""
+    t = dict(template)
+    return make_spec(**{**t, "hparams": {**t.get("hparams", {}), **dependency["hparams"]}})
+
+
+def resolve_deferred(entry: Mapping[str, Any]) -> dict[str, Any]:
+    dependency = json.loads(Path(entry["depends_on"]).read_text())
+    spec = RESOLVERS.get(entry["resolver"])(entry["template"], dependency)
+    spec["tags"] = {**spec.get("tags", {}), **entry.get("tags", {})}
+    return spec
+
+
+# --- batches ----------------------------------------------------------------------------------------
+
+def stable_bucket(text: str, n: int) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) % max(n, 1)
+
+
+def batch_digest(members: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
+
+
+def entry_key(entry: Mapping[str, Any]) -> str:
+    return entry["key"] if entry.get("deferred") else run_id(entry)
+
+
+def assert_unique(entries: Iterable[Mapping[str, Any]]) -> None:
+    """Two different specs must never share an id (a 20-hex prefix collision would merge runs)."""
+    seen: dict[str, str] = {}
+    for e in entries:
+        key = entry_key(e)
+        body = canonical_json({k: v for k, v in e.items() if k != "tags"})
+        if seen.setdefault(key, body) != body:
+            raise ValueError(f"two different specs share the id {key}")

@@ -1,0 +1,48 @@
+"""Where a number came from: code commit, packages, torch/CUDA, hardware, threads (result.json's volatile block)."""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("optrepro", "torch", "torchvision", "numpy", "timm", "transformers", "snakemake")
+
+
+@functools.lru_cache(maxsize=1)
+def _static() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    git = {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            git = {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"git": git, "packages": versions, "python": platform.python_version(),
+            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def provenance(device=None) -> dict:
+    import torch
+
+    info = dict(_static())
+    info["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+                     "deterministic": torch.are_deterministic_algorithms_enabled()}
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["torch"]["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    return info
