@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["optimizers", "problems", "schedules", "controllers"])
     lst.set_defaults(func=_cmd_list)
 
-    for module in ("optrepro.workflow", "optrepro.data.commands", "optrepro.report.commands"):
+    for module in ("optrepro.workflow", "optrepro.paper", "optrepro.data.commands", "optrepro.report.commands"):
         try:
             add = __import__(module, fromlist=["add_commands"]).add_commands
         except (ImportError, AttributeError):

@@ -1,0 +1,297 @@
+"""The plan behind the Snakemake DAG: config -> specs -> batches, cached by a hash of config and code.
+
+Snakemake re-parses the Snakefile in every job (every SLURM job too), so planning must be cheap and must not
+import torch. `load_plan(config)` expands config/papers/<paper>.yaml into specs once, groups them into
+batches (jobs) and writes two files under <results>/plans/<hash>/:
+
+    index.json     batch key -> {paper, problem, stage, manifest, runs, cost_s, gpu, inputs, offset, length}
+    entries.jsonl  the specs, grouped by batch; a batch job reads only its byte range
+
+A batch key is "<paper>/<problem>/<stage>-<bucket>-<digest>": bucket = a stable hash of the run id modulo the
+number of buckets (adding a run touches one batch), digest = a hash of the member ids (a membership change
+makes a new manifest, so Snakemake reruns exactly that batch).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from optrepro import plan as planmod
+from optrepro import problems
+from optrepro.registry import Registry, check_keys
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PLANNERS: Registry[Callable[[Mapping[str, Any], str, Mapping[str, Any]], list]] = Registry("planner")
+
+
+def register_planner(name: str):
+    def wrap(fn):
+        PLANNERS.add(name, fn)
+        return fn
+
+    return wrap
+
+
+# --- paper configs -----------------------------------------------------------------------------------
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def paper_config(config_dir: Path, paper: str, scale: str) -> dict[str, Any]:
+    """config/papers/<paper>.yaml at `scale`: the full protocol, with its `smoke:` block merged in at smoke."""
+    import yaml
+
+    path = Path(config_dir) / "papers" / f"{paper}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in (Path(config_dir) / "papers").glob("*.yaml"))
+        raise ValueError(f"unknown paper {paper!r}: no {path}. Valid choices: {', '.join(choices)}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    smoke = raw.pop("smoke", {}) or {}
+    return deep_merge(raw, smoke) if scale == "smoke" else raw
+
+
+EXPERIMENT_KEYS = {"name", "problem", "problem_args", "optimizers", "seeds", "schedule", "controllers", "epochs",
+                   "batch_size", "grad_accum", "eval_every", "precision", "stage", "enabled"}
+ARM_KEYS = {"label", "name", "hparams"}
+
+
+@register_planner("grid")
+def grid_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list[dict]:
+    """Every experiment x optimizer arm x seed. Arms of one experiment share seeds, so tests can be paired."""
+    specs = []
+    for exp in pconfig.get("experiments", []):
+        check_keys(f"experiment key in paper {pconfig['paper']!r}", exp, EXPERIMENT_KEYS)
+        if not exp.get("enabled", True):
+            continue
+        seeds = exp.get("seeds", 1)
+        seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+        for arm in exp["optimizers"]:
+            check_keys(f"optimizer arm key in experiment {exp['name']!r}", arm, ARM_KEYS)
+            for seed in seeds:
+                specs.append(planmod.make_spec(
+                    paper=pconfig["paper"], problem=exp["problem"], scale=scale, optimizer=arm["name"],
+                    hparams=arm.get("hparams"), schedule=exp.get("schedule"), controllers=exp.get("controllers", ()),
+                    seed=seed, epochs=exp.get("epochs"), batch_size=exp.get("batch_size"),
+                    grad_accum=exp.get("grad_accum", 1), eval_every=exp.get("eval_every"),
+                    device=global_config.get("device", "cuda") if scale == "full" else "cpu",
+                    precision=exp.get("precision", "fp32"), problem_args=exp.get("problem_args"),
+                    tags={"experiment": exp["name"], "arm": arm.get("label", arm["name"]), "seed": seed,
+                          "stage": exp.get("stage", "main")}))
+    return specs
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+
+def code_hash() -> str:
+    """A hash of the package's source: a code change re-plans (run ids may depend on impl_version)."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def config_hash(config: Mapping[str, Any], config_dir: Path) -> str:
+    h = hashlib.sha256(planmod.canonical_json(config).encode())
+    for paper in config.get("papers", []):
+        path = Path(config_dir) / "papers" / f"{paper}.yaml"
+        h.update(path.read_bytes() if path.exists() else b"")
+    h.update(code_hash().encode())
+    return h.hexdigest()[:16]
+
+
+def _cost_s(entry: Mapping[str, Any], scale: str) -> float:
+    spec = entry["template"] if entry.get("deferred") else entry
+    info = problems.info(spec["problem"])
+    return float(info.cost_per_epoch_s[scale]) * float(spec.get("epochs", 1))
+
+
+@dataclass
+class Plan:
+    root: Path  # <results>/plans/<hash>
+    index: dict[str, dict[str, Any]]
+
+    def manifests(self, paper: str | None = None, stage: str | None = None) -> list[str]:
+        return sorted(b["manifest"] for b in self.index.values()
+                      if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage))
+
+    def batch_for_manifest(self, manifest: str) -> dict[str, Any]:
+        return self._by_manifest()[manifest]
+
+    def _by_manifest(self) -> dict[str, dict[str, Any]]:
+        if not hasattr(self, "_manifest_index"):
+            self._manifest_index = {b["manifest"]: dict(b, key=k) for k, b in self.index.items()}
+        return self._manifest_index
+
+
+def group_batches(entries: Iterable[Mapping[str, Any]], scale: str, results_dir: str, target_s: float,
+                  max_runs: int) -> dict[str, dict[str, Any]]:
+    """Batches sized by estimated cost: many cheap runs per job, one expensive run per job."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for e in entries:
+        spec = e["template"] if e.get("deferred") else e
+        stage = {**spec.get("tags", {}), **e.get("tags", {})}.get("stage", "main")
+        groups.setdefault((spec["paper"], spec["problem"], stage), []).append(e)
+    batches: dict[str, dict[str, Any]] = {}
+    for (paper, problem, stage), members in sorted(groups.items()):
+        total = sum(_cost_s(e, scale) for e in members)
+        n_buckets = max(math.ceil(total / target_s), math.ceil(len(members) / max_runs), 1)
+        n_buckets = min(n_buckets, len(members))
+        buckets: dict[int, list] = {}
+        for e in members:
+            buckets.setdefault(planmod.stable_bucket(planmod.entry_key(e), n_buckets), []).append(e)
+        info = problems.info(problem)
+        for bucket, items in sorted(buckets.items()):
+            items.sort(key=planmod.entry_key)
+            digest = planmod.batch_digest(planmod.entry_key(e) for e in items)
+            key = f"{paper}/{problem}/{stage}-{bucket}-{digest}"
+            batches[key] = {
+                "paper": paper, "problem": problem, "stage": stage,
+                "manifest": f"{results_dir}/batches/{key}.json",
+                "runs": len(items), "cost_s": sum(_cost_s(e, scale) for e in items),
+                "gpu": bool(info.gpu and scale == "full"),
+                "datasets": list(info.datasets) if scale == "full" else [],
+                "inputs": sorted({e["depends_on"] for e in items if e.get("deferred")}),
+                "entries": items,
+            }
+    return batches
+
+
+def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], list[dict]]:
+    scale = config["scale"]
+    entries: list[dict] = []
+    for paper in config.get("papers", []):
+        pconfig = paper_config(config_dir, paper, scale)
+        pconfig["paper"] = paper
+        planner = PLANNERS.get(pconfig.get("planner", "grid"))
+        entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
+                       for e in planner(pconfig, scale, config))
+    unique: dict[str, dict] = {}
+    for e in entries:  # the same run asked for twice (two claims sharing a baseline) is one run
+        unique.setdefault(planmod.entry_key(e), e)
+    planmod.assert_unique(entries)
+    results_dir = f"{config.get('results_dir', 'results')}/{scale}"
+    batches = group_batches(unique.values(), scale, results_dir, float(config["batch_target_s"][scale]),
+                            int(config.get("batch_max_runs", 5000)))
+    return batches, list(unique.values())
+
+
+def write_plan(batches: Mapping[str, dict], root: Path) -> dict[str, dict]:
+    root.mkdir(parents=True, exist_ok=True)
+    index: dict[str, dict] = {}
+    offset = 0
+    chunks = []
+    for key, batch in batches.items():
+        blob = "".join(json.dumps(e, sort_keys=True, separators=(",", ":")) + "\n" for e in batch["entries"]).encode()
+        chunks.append(blob)
+        index[key] = {k: v for k, v in batch.items() if k != "entries"} | {"offset": offset, "length": len(blob)}
+        offset += len(blob)
+    tmp = root / "entries.jsonl.tmp"
+    tmp.write_bytes(b"".join(chunks))
+    tmp.replace(root / "entries.jsonl")
+    from optrepro.io import atomic_write_json
+
+    atomic_write_json(root / "index.json", index)  # written last: its presence means the plan is complete
+    return index
+
+
+def load_plan(config: Mapping[str, Any], config_dir: Path = Path("config")) -> Plan:
+    """The plan for `config`, from the cache when config, paper configs and code are unchanged.
+
+    <results>/plans/current points at it: batch jobs name that stable path, so a code change that leaves
+    run ids alone changes no job's command line and reruns nothing.
+    """
+    plans = Path(config.get("results_dir", "results")) / config["scale"] / "plans"
+    root = plans / config_hash(config, config_dir)
+    index_path = root / "index.json"
+    if index_path.exists():
+        plan = Plan(root, json.loads(index_path.read_text()))
+    else:
+        batches, _ = build_plan(config, config_dir)
+        plan = Plan(root, write_plan(batches, root))
+    current = plans / "current"
+    if not (current.is_symlink() and current.readlink() == Path(root.name)):
+        tmp = plans / f".current.{root.name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(root.name)
+        tmp.replace(current)
+    return plan
+
+
+def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:
+    """The entries of one batch, read from its byte range of entries.jsonl."""
+    plan_root = Path(plan_root)
+    index = json.loads((plan_root / "index.json").read_text())
+    if key not in index:
+        raise ValueError(f"batch {key!r} is not in the plan {plan_root}")
+    with open(plan_root / "entries.jsonl", "rb") as f:
+        f.seek(index[key]["offset"])
+        blob = f.read(index[key]["length"])
+    return [json.loads(line) for line in blob.decode().splitlines()]
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+def _cmd_plan(args) -> int:
+    import yaml
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    if args.scale:
+        config["scale"] = args.scale
+    validate_config(config, Path(args.config).parent, Path(args.schema_dir))
+    plan = load_plan(config, Path(args.config).parent)
+    runs = sum(b["runs"] for b in plan.index.values())
+    print(f"plan {plan.root}: {runs} runs in {len(plan.index)} batches")
+    if args.list:
+        for key, b in sorted(plan.index.items()):
+            print(f"{key}\t{b['runs']} runs\t{b['cost_s']:.0f} s")
+    return 0
+
+
+def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Path) -> None:
+    """Validate config.yaml and every enabled paper's config against their JSON schemas (names the bad key)."""
+    import jsonschema
+    import yaml
+
+    def check(instance, schema_path: Path, what: str):
+        schema = yaml.safe_load(schema_path.read_text())
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path))
+        if errors:
+            e = errors[0]
+            where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+            raise ValueError(f"{what}: at {where}: {e.message}")
+
+    check(config, schema_dir / "config.schema.yaml", "config")
+    for paper in config.get("papers", []):
+        path = config_dir / "papers" / f"{paper}.yaml"
+        if not path.exists():
+            raise ValueError(f"unknown paper {paper!r}: no {path}")
+        pconfig = yaml.safe_load(path.read_text()) or {}
+        # A paper's own schema if it has one, else the schema of the planner that expands it.
+        schema = schema_dir / "papers" / f"{paper}.schema.yaml"
+        if not schema.exists():
+            schema = schema_dir / "papers" / f"{pconfig.get('planner', 'grid')}.schema.yaml"
+        if not schema.exists():
+            raise ValueError(f"config/papers/{paper}.yaml: no schema {schema}")
+        check(pconfig, schema, f"config/papers/{paper}.yaml")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("plan", help="expand the config into run specs and batches (cached), print a summary")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--schema-dir", default="workflow/schemas")
+    p.add_argument("--scale", choices=problems.registry.SCALES)
+    p.add_argument("--list", action="store_true", help="list every batch")
+    p.set_defaults(func=_cmd_plan)

@@ -1,0 +1,76 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Pipeline check: digits MLP, Adam vs SGD
+#
+# Run by Snakemake through `script:` (rule `core_report`); the `snakemake` object names the inputs (the
+# current plan's batch manifests) and the outputs (tables and a figure under paper/{tables,figures}/<scale>/).
+# To explore interactively: `jupytext --to notebook workflow/notebooks/core.py`.
+
+# %%
+from pathlib import Path
+
+from optrepro.io import atomic_write_text, read_jsonl
+from optrepro.report import aggregate, claims, figures, published, tables, verdicts
+
+scale = snakemake.params.scale  # noqa: F821 (injected by Snakemake)
+out = snakemake.output  # noqa: F821
+runs = aggregate.collect_runs(snakemake.input.manifests)  # noqa: F821
+claim_set = claims.load_claims(Path(snakemake.input.claims))  # noqa: F821
+core_claims = [c for c in claim_set if c.paper == "core"]
+
+# %% [markdown]
+# ## Final metrics per arm (mean and sd over seeds; every run counted, diverged ones included)
+
+# %%
+columns = {"final.test.accuracy": "test accuracy", "final.test.loss": "test loss",
+           "final.valid.accuracy": "valid accuracy"}
+summary = (runs.groupby("tags.arm")[list(columns)].agg(["mean", "std"]))
+summary.columns = [f"{columns[c]} ({stat})" for c, stat in summary.columns]
+summary.insert(0, "runs", runs.groupby("tags.arm").size())
+summary.insert(1, "diverged", runs[runs["status"] == "diverged"].groupby("tags.arm").size()
+               .reindex(summary.index, fill_value=0))
+summary = summary.reset_index().rename(columns={"tags.arm": "optimizer"})
+atomic_write_text(Path(out.table), tables.latex_table(
+    summary, caption="Digits MLP: final metrics over seeds (mean, sd).", label="tab:core-digits", scale=scale))
+summary
+
+# %% [markdown]
+# ## Learning curves: test accuracy per evaluation, mean over seeds with the min-max band
+
+# %%
+plt = figures.pyplot()
+fig, ax = figures.new_figure(4.5, 2.6)
+for arm, group in runs.groupby("tags.arm"):
+    curves = []
+    for run_dir in group["dir"]:
+        records = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r["kind"] == "eval"]
+        curves.append([(r["epoch"], r["test/accuracy"]) for r in records])
+    epochs = [e for e, _ in curves[0]]
+    values = [[v for _, v in c] for c in curves]
+    mean = [sum(col) / len(col) for col in zip(*values)]
+    ax.plot(epochs, mean, label=arm)
+    ax.fill_between(epochs, [min(col) for col in zip(*values)], [max(col) for col in zip(*values)], alpha=0.2)
+ax.set_xlabel("epoch")
+ax.set_ylabel("test accuracy")
+ax.legend(frameon=False)
+figures.save_figure(fig, out.figure, scale)
+
+# %% [markdown]
+# ## Verdicts of the registered claims
+
+# %%
+verdict_list = verdicts.judge_all(core_claims, runs, published.empty_published(), scale,
+                                  families=claim_set.families)
+atomic_write_text(Path(out.verdicts), tables.verdict_table(
+    verdict_list, core_claims, scale, caption="Pipeline check: registered claims and verdicts.",
+    label="tab:core-verdicts"))
+atomic_write_text(Path(out.done), f"% core section generated at {scale} scale\n")
+[v.as_row() for v in verdict_list]
