@@ -1,0 +1,161 @@
+"""Aggregation: the current plan's batch manifests -> one tidy row per run.
+
+The caller passes the manifest paths of the current plan (Snakemake knows them); results/ is never globbed, so
+a stale run left over from an older plan can never leak into a table. Diverged and failed runs are kept, with
+their status, so every table can show every arm.
+
+Columns (dotted paths, so a claim's `select` and `cell_key` can name any of them):
+- run_id, status (ok | diverged | failed | missing: listed in a manifest, no result.json), batch, manifest, dir;
+- the spec flattened: paper, problem, scale, problem_args.<k>, optimizer.name, optimizer.impl_version,
+  optimizer.hparams.<k>, schedule.name, schedule.args.<k>, controllers (JSON text), init_seed, data_seed,
+  noise_seed, epochs, batch_size, ..., tags.arm, tags.stage, ...; lists become tuples (hashable);
+- seed: "init_seed-data_seed-noise_seed", the key on which arms are paired;
+- final.<split>.<metric>, best.<split>.<metric> from result.json; max.<split>.<metric> (maximum over the
+  evaluations in metrics.jsonl) and smoothed.<split>.<metric> (mean of the last SMOOTH_WINDOW evaluations);
+- steps, epochs_run, forward_passes, backward_passes, cost_units, error, wall_time_s, resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from optrepro.report.validation import InputError
+
+RESULT, METRICS, FAILED = "result.json", "metrics.jsonl", "failed.json"
+# "smoothed" = the mean of the last evaluations: robust to a noisy final evaluation; 5 is the window the
+# report uses everywhere (a claim cannot change it, so one number means one thing in every section).
+SMOOTH_WINDOW = 5
+STATUSES = ("ok", "diverged", "failed", "missing")
+
+
+def _float(value: Any) -> float:
+    """Metrics as numbers; train.py stores a non-finite value as the string 'nan' / 'inf'."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    elif isinstance(obj, list):
+        out[prefix] = tuple(_hashable(v) for v in obj)
+    else:
+        out[prefix] = obj
+
+
+def _hashable(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return tuple(_hashable(v) for v in obj)
+    if isinstance(obj, dict):
+        return json.dumps(obj, sort_keys=True)
+    return obj
+
+
+def flatten_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = dict(spec)
+    out: dict[str, Any] = {}
+    controllers = spec.pop("controllers", None)
+    _flatten("", spec, out)
+    if controllers is not None:
+        out["controllers"] = json.dumps(controllers, sort_keys=True)
+    out["seed"] = f"{spec.get('init_seed')}-{spec.get('data_seed')}-{spec.get('noise_seed')}"
+    return out
+
+
+def curve_statistics(path: Path, window: int = SMOOTH_WINDOW) -> dict[str, float]:
+    """max.<split>.<metric> and smoothed.<split>.<metric> over the evaluation records of metrics.jsonl."""
+    series: dict[str, list[float]] = {}
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        for line in f:
+            if '"eval"' not in line:  # optimizer-internal records can be many; skip them unparsed
+                continue
+            record = json.loads(line)
+            if record.get("kind") != "eval":
+                continue
+            for key, value in record.items():
+                if "/" in key:
+                    series.setdefault(key, []).append(_float(value))
+    out: dict[str, float] = {}
+    for key, values in series.items():
+        split, _, metric = key.partition("/")
+        finite = [v for v in values if math.isfinite(v)]
+        out[f"max.{split}.{metric}"] = max(finite) if finite else math.nan
+        last = values[-window:]
+        out[f"smoothed.{split}.{metric}"] = sum(last) / len(last) if all(map(math.isfinite, last)) else math.nan
+    return out
+
+
+def _resolve_dir(entry: dict[str, Any], manifest: Path, root: Path) -> Path:
+    """A manifest's `dir` is absolute or relative to the working directory of the batch (the repository root,
+    `root`); if the results tree was moved (a bundle import), fall back to <scale dir>/runs/<run_id>, the
+    manifest being <scale dir>/batches/<paper>/<problem>/<name>.json."""
+    path = Path(entry.get("dir", ""))
+    path = path if path.is_absolute() else root / path
+    if entry.get("dir") and path.exists():
+        return path
+    return manifest.parents[3] / "runs" / entry["run_id"]
+
+
+def load_run(run_dir: Path, listed_status: str | None = None, curves: bool = True) -> dict[str, Any]:
+    """One row from a run directory; a run without result.json is `failed` (failed.json) or `missing`."""
+    result_path = run_dir / RESULT
+    if not result_path.exists():
+        row: dict[str, Any] = {"run_id": run_dir.name, "status": "missing", "error": None}
+        if (run_dir / FAILED).exists():
+            failed = json.loads((run_dir / FAILED).read_text())
+            row.update(status="failed", error=failed.get("error"))
+        elif listed_status == "failed":
+            row["status"] = "failed"
+        spec_path = run_dir / "spec.json"
+        if spec_path.exists():
+            row.update(flatten_spec(json.loads(spec_path.read_text())))
+        return row
+    result = json.loads(result_path.read_text())
+    det, vol = result["deterministic"], result.get("volatile", {})
+    row = {"run_id": result["run_id"], "status": det["status"]}
+    row.update(flatten_spec(result["spec"]))
+    for which in ("final", "best"):
+        for split, metrics in (det.get(which) or {}).items():
+            for metric, value in metrics.items():
+                row[f"{which}.{split}.{metric}"] = _float(value)
+    if curves:
+        row.update(curve_statistics(run_dir / METRICS))
+    row.update(steps=det.get("steps"), epochs_run=det.get("epochs"), forward_passes=det.get("forward_passes"),
+               backward_passes=det.get("backward_passes"), cost_units=_float(det.get("cost_units")),
+               error=det.get("error"), wall_time_s=_float(vol.get("wall_time_s")), resumes=vol.get("resumes"))
+    return row
+
+
+def collect_runs(manifests: Iterable[Path | str], root: Path | str = ".", curves: bool = True) -> pd.DataFrame:
+    """One row per run listed in the given batch manifests (a run listed twice appears once)."""
+    root = Path(root)
+    rows, seen = [], set()
+    for manifest in map(Path, manifests):
+        if not manifest.exists():
+            raise InputError(f"batch manifest {manifest} does not exist (run the batch, or pass the current "
+                             f"plan's manifests only)")
+        data = json.loads(manifest.read_text())
+        for entry in data.get("runs", []):
+            if entry["run_id"] in seen:
+                continue
+            seen.add(entry["run_id"])
+            row = load_run(_resolve_dir(entry, manifest, root), entry.get("status"), curves=curves)
+            row.update(batch=data.get("batch", ""), manifest=str(manifest), dir=str(_resolve_dir(entry, manifest, root)))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["run_id", "status", "seed"])
+    first = [c for c in ("run_id", "status", "paper", "problem", "scale", "optimizer.name", "tags.arm", "seed")
+             if c in frame.columns]
+    return frame[first + sorted(c for c in frame.columns if c not in first)].reset_index(drop=True)
