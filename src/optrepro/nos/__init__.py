@@ -1,0 +1,1 @@
+"""NOS (Morgan & Hougen 2024) search space, torch-free: optrepro.nos.space."""

@@ -1,0 +1,94 @@
+"""Registry entries for the papers' own optimizers: CaAdam, the line searches, the NOS expression optimizers
+(torch-free metadata). Dossiers: ../shared/papers/{caadam,alsals,nos}.md."""
+from optrepro.optim.registry import OptimizerInfo, register
+
+_LR = {"type": "log_uniform"}
+
+# ---- CaAdam (arXiv 2410.24216): the authors ran Keras Adam defaults (eps 1e-7 in the eps-hat form) --------
+_CAADAM_COMMON = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-7, "eps_hat": True, "weight_decay": 0.0,
+                  "amsgrad": False, "mode": "reference", "one_d": "owner"}
+_GAMMA_SPACE = {"additive": {"type": "uniform", "low": 0.0, "high": 1.0},
+                "multiplicative": {"type": "log_uniform", "low": 1.0, "high": 10.0},
+                "depth": {"type": "uniform", "low": 0.0, "high": 2.0}}
+for _strategy, _gamma in (("additive", 0.95), ("multiplicative", 5.0), ("depth", 1.0)):
+    register(OptimizerInfo(
+        name=f"caadam_{_strategy}",
+        target="optrepro.optim.caadam:CaAdam",
+        defaults={**_CAADAM_COMMON, "strategy": _strategy, "gamma": _gamma},
+        impl_version=1,
+        search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-2}, "gamma": _GAMMA_SPACE[_strategy]}},
+        needs_model=True,
+        paper="caadam",
+        description=f"CaAdam, {_strategy} scaling (gamma {_gamma}, the authors' code default); "
+                    "mode 'reference' reproduces the Keras name collision, 'described' the paper's rule",
+    ))
+
+# ---- line searches (arXiv 2403.18519 and its baselines) -----------------------------------------------
+_STEP0 = {"type": "log_uniform"}
+register(OptimizerInfo(
+    name="sls", target="optrepro.optim.line_search:SLS",
+    defaults={"init_step_size": 1.0, "c": 0.1, "beta_b": 0.9, "gamma": 2.0, "reset_option": 1,
+              "n_batches_per_epoch": 500, "max_backtracks": 100, "mode": "clean"},
+    search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
+                              "c": {"type": "log_uniform", "low": 1e-2, "high": 0.5}}},
+    requires_closure=True, paper="alsals",
+    description="SGD + Armijo line search (Vaswani et al. 2019); no lr: the search sets the step"))
+register(OptimizerInfo(
+    name="adasls", target="optrepro.optim.line_search:AdaSLS",
+    defaults={"init_step_size": 1.0, "c": 0.1, "beta": 0.99, "momentum": 0.0, "base_opt": "adam", "beta_b": 0.9,
+              "gamma": 2.0, "reset_option": 1, "n_batches_per_epoch": 500, "max_backtracks": 100, "mode": "clean"},
+    search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
+                              "c": {"type": "choice", "values": [0.1, 0.2, 0.5]}}},
+    requires_closure=True, paper="alsals",
+    description="preconditioned Armijo line search, Vaswani et al. 2021 (IssamLaradji/ada_sls): Vaswani's Adam+SLS"))
+register(OptimizerInfo(
+    name="adamsls", target="optrepro.optim.line_search:AdamSLS",
+    defaults={"init_step_size": 0.1, "c": 0.2, "beta": 0.999, "momentum": 0.9, "beta_s": 0.999, "smooth": True,
+              "beta_b": 0.9, "gamma": 2.0, "reset_option": 1, "n_batches_per_epoch": 500, "max_backtracks": 200,
+              "speed_up": False, "mode": "clean"},
+    search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-3, "high": 1.0},
+                              "c": {"type": "uniform", "low": 0.1, "high": 0.7}}},
+    requires_closure=True, paper="alsals",
+    description="the ALSALS authors' ADAM+SLS (sls/adam_sls.py): smoothed Armijo, momentum only in the update"))
+register(OptimizerInfo(
+    name="alsals", target="optrepro.optim.line_search:ALSALS",
+    defaults={"init_step_size": 0.1, "c": 0.1, "betas": (0.9, 0.999), "beta_b": 0.9, "growth": 1 / 0.999,
+              "smoothing": 0.99, "probe_eps": 5e-9, "max_backtracks": 100, "max_probe_bumps": 30,
+              "clip_grad": None, "mode": "clean"},
+    search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-3, "high": 1.0},
+                              "c": {"type": "uniform", "low": 0.1, "high": 0.7}}},
+    requires_closure=True, paper="alsals",
+    description="ALSALS as the authors' code runs it (KenSLS): smoothed Armijo along the Adam direction, "
+                "finite-difference slope; the runs used c=0.3 (GLUE, GPT-2) and c=0.5 (images)"))
+
+# ---- NOS expression optimizers (arXiv 2404.06679): decays off by default, as the authors' classes --------
+_NOS_COMMON = {"lr": 1e-3, "use_decay": False, "total_steps": None, "momentum_schedule": "cyclical",
+               "momentum": 0.9, "warmup_steps": 0, "hold_steps": 0, "nesterov_form": "final", "a14": "search"}
+for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
+    _extra = {"opt1_form": "code"} if _name == "opt1" else {}
+    register(OptimizerInfo(
+        name=f"nos_{_name}",
+        target=f"optrepro.optim.nos_expr:NOS{_name.capitalize()}",
+        defaults={**_NOS_COMMON, **_extra},
+        impl_version=1,
+        # the authors swept eta over {10, 1, 1e-1, ..., 1e-5} for every candidate (dossier §2)
+        search_space={"default": {"lr": {**_LR, "low": 1e-5, "high": 10.0},
+                                  "use_decay": {"type": "choice", "values": [False, True]}}},
+        paper="nos",
+        description=f"NOS final optimizer {_name} from its genome (finalOptimizers.py); "
+                    "total_steps is needed when decays or cyclical momentum are on",
+    ))
+
+# ---- fuzzy second-order method (arXiv 2403.15416): every open choice is a named argument (fuzzy.md §1.2) ----
+register(OptimizerInfo(
+    name="fuzzy_second_order", target="optrepro.optim.fuzzy:FuzzySecondOrder",
+    defaults={"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,
+              "eps_curv": 1e-4, "weight_decay": 0.0, "fuzzy": True, "fuzzy_every": 100, "total_steps": None,
+              "lr_min": 1e-4, "lr_max": 1e-2, "beta3_min": 0.5, "beta3_max": 0.999, "max_lr_ratio": 2.0,
+              "loss_ema": 0.9, "seed": 0},
+    search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-1},
+                              "lr_min": {**_LR, "low": 1e-5, "high": 1e-3},
+                              "lr_max": {**_LR, "low": 1e-3, "high": 1e-1}}},
+    requires_closure=True, paper="fuzzy",
+    description="finite-difference diagonal Hessian + Newton-like update + fuzzy lr/beta3 controller "
+                "(illustrative rule base: the paper's could not be read); needs total_steps when fuzzy=True"))

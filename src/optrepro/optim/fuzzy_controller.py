@@ -1,0 +1,92 @@
+"""The fuzzy controller of the fuzzy second-order method (Bensadok & Babar, arXiv 2403.15416), by hand.
+
+The paper's rule base could not be read (dossier fuzzy.md §2): the default system here is the dossier's
+illustrative one, given as data (`FuzzySystem`) so that another rule base or universe can be swapped in.
+Mamdani inference: min AND, min implication, max aggregation, centroid over a sampled output universe; each
+variable has triangular terms with shoulders at the universe ends (as skfuzzy.trimf). Pure numpy, a few
+microseconds per call; tests check it against scikit-fuzzy.
+
+Inputs: x1 = relative change of the EMA-smoothed loss over the last `fuzzy_every` steps, clipped to [-1, 1];
+x2 = training progress t/T in [0, 1]. Outputs: log10(lr) on [log10 lr_min, log10 lr_max] and beta3 on
+[beta3_min, beta3_max].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TERMS = ("low", "mid", "high")
+
+
+def three_terms(lo: float, hi: float) -> tuple[tuple[float, float, float], ...]:
+    mid = (lo + hi) / 2
+    return ((lo, lo, mid), (lo, mid, hi), (mid, hi, hi))
+
+
+def trimf(x: np.ndarray, abc: tuple[float, float, float]) -> np.ndarray:
+    """Triangular membership as skfuzzy.trimf (a == b or b == c makes a shoulder)."""
+    a, b, c = abc
+    x = np.asarray(x, dtype=float)
+    y = np.zeros_like(x)
+    if a != b:
+        m = (a < x) & (x < b)
+        y[m] = (x[m] - a) / (b - a)
+    if b != c:
+        m = (b < x) & (x < c)
+        y[m] = (c - x[m]) / (c - b)
+    y[x == b] = 1.0
+    return y
+
+
+@dataclass
+class FuzzySystem:
+    input_ranges: tuple[tuple[float, float], tuple[float, float]]
+    output_ranges: dict[str, tuple[float, float]]
+    rules: dict[str, list[list[int]]]  # output -> 3x3 table of term indices, rows x1 term, columns x2 term
+    resolution: int = 101
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name, table in self.rules.items():
+            if name not in self.output_ranges:
+                raise ValueError(f"rule table for unknown output {name!r}. Valid choices: {', '.join(self.output_ranges)}")
+            if np.shape(table) != (3, 3) or not np.isin(table, (0, 1, 2)).all():
+                raise ValueError(f"rule table {name!r} must be 3x3 of term indices 0 (low), 1 (mid), 2 (high)")
+        self._in_terms = [three_terms(*r) for r in self.input_ranges]
+        self._out = {}
+        for name, (lo, hi) in self.output_ranges.items():
+            universe = np.linspace(lo, hi, self.resolution)
+            memberships = np.stack([trimf(universe, abc) for abc in three_terms(lo, hi)])  # (3, N)
+            self._out[name] = (universe, memberships, np.asarray(self.rules[name]))
+
+    def __call__(self, x1: float, x2: float) -> dict[str, float]:
+        lo1, hi1 = self.input_ranges[0]
+        lo2, hi2 = self.input_ranges[1]
+        x1, x2 = min(max(x1, lo1), hi1), min(max(x2, lo2), hi2)
+        mu1 = np.array([trimf(np.array([x1]), abc)[0] for abc in self._in_terms[0]])
+        mu2 = np.array([trimf(np.array([x2]), abc)[0] for abc in self._in_terms[1]])
+        firing = np.minimum.outer(mu1, mu2)  # (3, 3): AND = min
+        out = {}
+        for name, (universe, memberships, table) in self._out.items():
+            # strength of each output term = max firing over the rules that conclude it
+            strength = np.array([firing[table == k].max(initial=0.0) for k in range(3)])
+            aggregated = np.minimum(strength[:, None], memberships).max(axis=0)
+            total = aggregated.sum()
+            out[name] = float((aggregated * universe).sum() / total) if total > 0 else float(universe.mean())
+        return out
+
+
+# The dossier's illustrative rule base (fuzzy.md §2 [R]): a falling loss early -> high lr, low beta3.
+DEFAULT_LR_RULES = [[2, 1, 1], [1, 1, 0], [1, 0, 0]]
+DEFAULT_BETA3_RULES = [[0, 1, 2], [1, 1, 2], [1, 2, 2]]
+
+
+def default_system(lr_min: float = 1e-4, lr_max: float = 1e-2, beta3_min: float = 0.5,
+                   beta3_max: float = 0.999) -> FuzzySystem:
+    if not 0 < lr_min < lr_max:
+        raise ValueError(f"need 0 < lr_min < lr_max (got {lr_min}, {lr_max})")
+    return FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)),
+                       output_ranges={"log10_lr": (float(np.log10(lr_min)), float(np.log10(lr_max))),
+                                      "beta3": (beta3_min, beta3_max)},
+                       rules={"log10_lr": DEFAULT_LR_RULES, "beta3": DEFAULT_BETA3_RULES})

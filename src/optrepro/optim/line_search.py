@@ -1,0 +1,406 @@
+"""Stochastic Armijo line searches: SLS, the two readings of Adam+SLS, and ALSALS.
+
+    opt = ALSALS(model.parameters(), c=0.5)
+    loss = opt.step(closure)          # closure(backward=True) -> loss with grads; closure(backward=False) -> loss
+
+All four take a closure as torch.optim.LBFGS does (`requires_closure=True` in the registry). The closure must
+accept `backward: bool`: with True it zeroes the gradients, evaluates the step's batch and back-propagates; with
+False it only evaluates the loss (trial points; run here under torch.no_grad). optrepro.closure.StepClosure is
+such a closure: it replays the batch's dropout/noise on every call and, when the optimizer's `trial_batchnorm`
+attribute is "frozen", restores BatchNorm running statistics after trial calls.
+
+`mode` selects how trial evaluations treat BatchNorm:
+  "clean"   trial_batchnorm = "frozen": trial points leave running statistics alone.
+  "as-run"  trial_batchnorm = "moving": running statistics move at every trial point, as in the ALSALS
+            authors' image code (model.train() during the search).
+(The authors' gradient evaluation was not under the replayed seed while their trials were; StepClosure replays
+the same noise for every call in both modes. Recorded in paper/ambiguity/alsals.yaml.)
+
+The search treats all parameter groups jointly, with one step size (the authors' per-group cycling of the
+IJCNN-2023 AdamSLS is not implemented). Scalars (step size, smoothed averages, counters) live in
+`self.state["line_search"]` so they go through state_dict(); `internals()` returns them for metrics.jsonl.
+
+  SLS       Vaswani et al. 2019, SGD direction: accept eta if f(w - eta g) <= f(w) - c eta ||g||^2; backtrack
+            eta *= beta_b at most 100 times, else eta = 1e-6. Skipped when ||g|| < 1e-8. Before each search the
+            step is reset: reset_option 0 keeps eta, 1 multiplies it by gamma**(1/n_batches_per_epoch),
+            2 restarts from init_step_size.
+  AdaSLS    Vaswani et al. 2021 (IssamLaradji/ada_sls): preconditioned Armijo
+            f(w - eta P g) <= f(w) - c eta <g, P g>, P = 1/(sqrt(v_hat)+1e-8) (adam/amsgrad) or
+            1/(sqrt(sum g^2)+1e-8) (adagrad). Trials use momentum 0; the update may add momentum (m_hat).
+  AdamSLS   the ALSALS authors' "ADAM+SLS" (sls/adam_sls.py): same trial direction, but the Armijo test is
+            smoothed: bias-corrected EMAs (beta_s) of the loss decrease and of <g, P g>; the update uses the
+            momentum direction m_hat P. Optional `speed_up` searches only every L steps.
+  ALSALS    the authors' KenSLS (sls/Ken_sls.py): trials and update along the Adam direction
+            d = m_hat/(sqrt(v_hat)+1e-8); slope along d from a finite difference (L0 - f(w - eps d))/eps,
+            eps = 5e-9, multiplied by 10 while the difference is exactly 0 (the numerical-underflow guard,
+            counted in `numerical_error`); EMAs (0.99) of slope G and decrease H; c_eff = c if G > 0 else 1/c;
+            eta grows by 1/0.999 per step and backtracks by 0.9 while H_try < c_eff eta G.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.optim import Optimizer
+
+MODES = {"clean": "frozen", "as-run": "moving"}
+RESET_OPTIONS = (0, 1, 2)
+
+
+def _check_choice(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}. Valid choices: {', '.join(map(str, choices))}")
+
+
+class _ArmijoBase(Optimizer):
+    """Shared plumbing: closure calls, parameter save/restore, global scalar state."""
+
+    requires_closure = True
+
+    def __init__(self, params, defaults: dict, mode: str, scalars: dict):
+        _check_choice("mode", mode, tuple(MODES))
+        super().__init__(params, defaults)
+        self.mode = mode
+        self.trial_batchnorm = MODES[mode]
+        self.state["line_search"] = {"step": 0, "forward_evals": 0, "backtracks": 0, "last_backtracks": 0,
+                                     "loss": float("nan"), "loss_next": float("nan"), **scalars}
+
+    @property
+    def scalars(self) -> dict:
+        return self.state["line_search"]
+
+    def internals(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.scalars.items()}
+
+    def _params_with_grad(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+
+    def _gradient_loss(self, closure: Callable) -> torch.Tensor:
+        if closure is None:
+            raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), closure(backward: bool)")
+        with torch.enable_grad():
+            loss = closure(backward=True)
+        self.scalars["forward_evals"] += 1
+        return loss
+
+    def _trial(self, closure: Callable, params, origin, direction, eta: float) -> float:
+        torch._foreach_copy_(params, origin)
+        torch._foreach_add_(params, direction, alpha=-eta)
+        with torch.no_grad():
+            loss = closure(backward=False)
+        self.scalars["forward_evals"] += 1
+        return float(loss)
+
+    @staticmethod
+    def _apply(params, origin, direction, eta: float) -> None:
+        torch._foreach_copy_(params, origin)
+        torch._foreach_add_(params, direction, alpha=-eta)
+
+    def _reset(self, eta: float, reset_option: int, gamma: float, n_batches_per_epoch: int, init: float) -> float:
+        if reset_option == 1:
+            return eta * gamma ** (1.0 / n_batches_per_epoch)
+        if reset_option == 2:
+            return init
+        return eta
+
+
+def _dot(a, b) -> float:
+    """Sum over all tensors of <a_i, b_i>, as a Python float (one host sync)."""
+    if not a:
+        return 0.0
+    return float(torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum())
+
+
+class SLS(_ArmijoBase):
+    def __init__(self, params, init_step_size: float = 1.0, c: float = 0.1, beta_b: float = 0.9,
+                 gamma: float = 2.0, reset_option: int = 1, n_batches_per_epoch: int = 500,
+                 max_backtracks: int = 100, mode: str = "clean"):
+        _check_choice("reset_option", reset_option, RESET_OPTIONS)
+        if init_step_size <= 0 or not 0 < beta_b < 1 or c <= 0:
+            raise ValueError(f"SLS needs init_step_size > 0, 0 < beta_b < 1, c > 0 "
+                             f"(got {init_step_size}, {beta_b}, {c})")
+        defaults = dict(init_step_size=init_step_size, c=c, beta_b=beta_b, gamma=gamma, reset_option=reset_option,
+                        n_batches_per_epoch=n_batches_per_epoch, max_backtracks=max_backtracks)
+        super().__init__(params, defaults, mode, {"step_size": float(init_step_size), "grad_norm": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        s = self.scalars
+        loss_t = self._gradient_loss(closure)
+        loss = float(loss_t)
+        params = self._params_with_grad()
+        grads = [p.grad for p in params]
+        grad_norm_sq = _dot(grads, grads)
+        s["grad_norm"] = math.sqrt(grad_norm_sq)
+        s["step"] += 1
+        s["loss"] = loss
+        eta = s["step_size"] if s["step"] > 1 else o["init_step_size"]
+        eta = self._reset(eta, o["reset_option"], o["gamma"], o["n_batches_per_epoch"], o["init_step_size"]) \
+            if s["step"] > 1 else eta
+        s["last_backtracks"] = 0
+        if s["grad_norm"] < 1e-8:
+            s["step_size"] = eta
+            return loss_t
+        origin = [p.clone() for p in params]
+        found = False
+        for k in range(o["max_backtracks"]):
+            loss_next = self._trial(closure, params, origin, grads, eta)
+            if loss_next <= loss - o["c"] * eta * grad_norm_sq:
+                found = True
+                break
+            eta *= o["beta_b"]
+            s["last_backtracks"] = k + 1
+        if not found:
+            eta = 1e-6
+            self._apply(params, origin, grads, eta)
+        s["backtracks"] += s["last_backtracks"]
+        s["loss_next"] = loss_next
+        s["step_size"] = eta
+        return loss_t
+
+
+class _PreconditionedArmijo(_ArmijoBase):
+    """Adam/AMSGrad/Adagrad second moments kept per tensor; the preconditioned direction P g."""
+
+    BASE_OPTS = ("adam", "amsgrad", "adagrad")
+
+    def _moments(self, params, grads, beta: float, momentum: float, base_opt: str, t: int):
+        """Updates the moments; returns (P, m_hat or None) as lists of tensors."""
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["exp_avg_sq"] = torch.zeros_like(p)
+                if momentum > 0:
+                    state["exp_avg"] = torch.zeros_like(p)
+                if base_opt == "amsgrad":
+                    state["max_exp_avg_sq"] = torch.zeros_like(p)
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        if base_opt == "adagrad":
+            torch._foreach_addcmul_(v, grads, grads)
+            denom = torch._foreach_sqrt(v)
+        else:
+            torch._foreach_mul_(v, beta)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta)
+            if base_opt == "amsgrad":
+                vmax = [self.state[p]["max_exp_avg_sq"] for p in params]
+                torch._foreach_maximum_(vmax, v)
+                v = vmax
+            denom = torch._foreach_sqrt(torch._foreach_div(v, 1 - beta ** t))
+        torch._foreach_add_(denom, 1e-8)
+        precond = torch._foreach_reciprocal(denom)
+        m_hat = None
+        if momentum > 0:
+            m = [self.state[p]["exp_avg"] for p in params]
+            torch._foreach_lerp_(m, grads, 1 - momentum)
+            m_hat = torch._foreach_div(m, 1 - momentum ** t)
+        return precond, m_hat
+
+
+class AdaSLS(_PreconditionedArmijo):
+    def __init__(self, params, init_step_size: float = 1.0, c: float = 0.1, beta: float = 0.99,
+                 momentum: float = 0.0, base_opt: str = "adam", beta_b: float = 0.9, gamma: float = 2.0,
+                 reset_option: int = 1, n_batches_per_epoch: int = 500, max_backtracks: int = 100,
+                 mode: str = "clean"):
+        _check_choice("base_opt", base_opt, self.BASE_OPTS)
+        _check_choice("reset_option", reset_option, RESET_OPTIONS)
+        if init_step_size <= 0 or not 0 <= momentum < 1 or not 0 < beta < 1:
+            raise ValueError(f"AdaSLS needs init_step_size > 0, 0 <= momentum < 1, 0 < beta < 1 "
+                             f"(got {init_step_size}, {momentum}, {beta})")
+        defaults = dict(init_step_size=init_step_size, c=c, beta=beta, momentum=momentum, base_opt=base_opt,
+                        beta_b=beta_b, gamma=gamma, reset_option=reset_option,
+                        n_batches_per_epoch=n_batches_per_epoch, max_backtracks=max_backtracks)
+        super().__init__(params, defaults, mode, {"step_size": float(init_step_size), "pp_norm": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        s = self.scalars
+        loss_t = self._gradient_loss(closure)
+        loss = float(loss_t)
+        params = self._params_with_grad()
+        grads = [p.grad for p in params]
+        s["step"] += 1
+        s["loss"] = loss
+        precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], o["base_opt"], s["step"])
+        trial_dir = torch._foreach_mul(grads, precond)
+        pp_norm = _dot(grads, trial_dir)
+        s["pp_norm"] = pp_norm
+        eta = s["step_size"]
+        if s["step"] > 1:
+            eta = self._reset(eta, o["reset_option"], o["gamma"], o["n_batches_per_epoch"], o["init_step_size"])
+        origin = [p.clone() for p in params]
+        s["last_backtracks"] = 0
+        if pp_norm >= 1e-8:
+            found = False
+            for k in range(o["max_backtracks"]):
+                loss_next = self._trial(closure, params, origin, trial_dir, eta)
+                if loss_next <= loss - o["c"] * eta * pp_norm:
+                    found = True
+                    break
+                eta *= o["beta_b"]
+                s["last_backtracks"] = k + 1
+            if not found:
+                eta = 1e-6
+            s["loss_next"] = loss_next
+        update_dir = trial_dir if m_hat is None else torch._foreach_mul(m_hat, precond)
+        self._apply(params, origin, update_dir, eta)
+        s["backtracks"] += s["last_backtracks"]
+        s["step_size"] = eta
+        return loss_t
+
+
+class AdamSLS(_PreconditionedArmijo):
+    def __init__(self, params, init_step_size: float = 0.1, c: float = 0.2, beta: float = 0.999,
+                 momentum: float = 0.9, beta_s: float = 0.999, smooth: bool = True, beta_b: float = 0.9,
+                 gamma: float = 2.0, reset_option: int = 1, n_batches_per_epoch: int = 500,
+                 max_backtracks: int = 200, speed_up: bool = False, mode: str = "clean"):
+        _check_choice("reset_option", reset_option, RESET_OPTIONS)
+        if init_step_size <= 0 or not 0 <= momentum < 1 or not 0 < beta_s < 1:
+            raise ValueError(f"AdamSLS needs init_step_size > 0, 0 <= momentum < 1, 0 < beta_s < 1 "
+                             f"(got {init_step_size}, {momentum}, {beta_s})")
+        defaults = dict(init_step_size=init_step_size, c=c, beta=beta, momentum=momentum, beta_s=beta_s,
+                        smooth=smooth, beta_b=beta_b, gamma=gamma, reset_option=reset_option,
+                        n_batches_per_epoch=n_batches_per_epoch, max_backtracks=max_backtracks, speed_up=speed_up)
+        super().__init__(params, defaults, mode, {
+            "step_size": float(init_step_size), "pp_norm": 0.0, "avg_decrease": 0.0, "avg_pp_norm": 0.0,
+            "step_size_fast": 0.0, "step_size_slow": 0.0, "since_search": 0, "searched": 0})
+
+    def _search_due(self) -> bool:
+        """speed_up: search every L = min(10, 1/(r - 1 + 1e-8)) steps, r = fast/slow EMA ratio of eta (>= 1)."""
+        s = self.scalars
+        if not self.param_groups[0]["speed_up"] or s["step"] <= 10:
+            return True
+        r = s["step_size_fast"] / s["step_size_slow"] if s["step_size_slow"] > 0 else 1.0
+        r = 1.0 / r if 0 < r < 1 else r
+        every = min(10.0, 1.0 / (r - 1.0 + 1e-8))
+        return s["since_search"] + 1 >= every
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        s = self.scalars
+        loss_t = self._gradient_loss(closure)
+        loss = float(loss_t)
+        params = self._params_with_grad()
+        grads = [p.grad for p in params]
+        s["step"] += 1
+        t = s["step"]
+        s["loss"] = loss
+        precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], "adam", t)
+        trial_dir = torch._foreach_mul(grads, precond)
+        pp_norm = _dot(grads, trial_dir)
+        s["pp_norm"] = pp_norm
+        beta_s = o["beta_s"]
+        correction = 1 - beta_s ** t
+        s["avg_pp_norm"] = beta_s * s["avg_pp_norm"] + (1 - beta_s) * pp_norm
+        suff = s["avg_pp_norm"] / correction if o["smooth"] else pp_norm
+        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
+                          o["init_step_size"])
+        origin = [p.clone() for p in params]
+        s["last_backtracks"] = 0
+        searched = loss != 0 and suff >= 1e-8 and self._search_due()
+        if searched:
+            for k in range(o["max_backtracks"]):
+                loss_next = self._trial(closure, params, origin, trial_dir, eta)
+                raw = loss - loss_next
+                decrease = (beta_s * s["avg_decrease"] + (1 - beta_s) * raw) / correction if o["smooth"] else raw
+                if decrease >= eta * o["c"] * suff:
+                    s["avg_decrease"] = beta_s * s["avg_decrease"] + (1 - beta_s) * raw
+                    break
+                eta *= o["beta_b"]
+                s["last_backtracks"] = k + 1
+            s["loss_next"] = loss_next
+            s["since_search"] = 0
+            s["searched"] += 1
+        else:
+            s["since_search"] += 1
+        s["step_size_fast"] = 0.9 * s["step_size_fast"] + 0.1 * eta
+        s["step_size_slow"] = 0.99 * s["step_size_slow"] + 0.01 * eta
+        update_dir = trial_dir if m_hat is None else torch._foreach_mul(m_hat, precond)
+        self._apply(params, origin, update_dir, eta)
+        s["backtracks"] += s["last_backtracks"]
+        s["step_size"] = eta
+        return loss_t
+
+
+class ALSALS(_ArmijoBase):
+    def __init__(self, params, init_step_size: float = 0.1, c: float = 0.1, betas: tuple[float, float] = (0.9, 0.999),
+                 beta_b: float = 0.9, growth: float = 1 / 0.999, smoothing: float = 0.99, probe_eps: float = 5e-9,
+                 max_backtracks: int = 100, max_probe_bumps: int = 30, clip_grad: float | None = None,
+                 mode: str = "clean"):
+        if init_step_size <= 0 or c <= 0 or not 0 < beta_b < 1 or growth < 1 or probe_eps <= 0:
+            raise ValueError(f"ALSALS needs init_step_size > 0, c > 0, 0 < beta_b < 1, growth >= 1, probe_eps > 0 "
+                             f"(got {init_step_size}, {c}, {beta_b}, {growth}, {probe_eps})")
+        defaults = dict(init_step_size=init_step_size, c=c, betas=tuple(betas), beta_b=beta_b, growth=growth,
+                        smoothing=smoothing, probe_eps=probe_eps, max_backtracks=max_backtracks,
+                        max_probe_bumps=max_probe_bumps, clip_grad=clip_grad)
+        super().__init__(params, defaults, mode, {
+            "step_size": float(init_step_size), "slope": 0.0, "slope_ema": 0.0, "decrease_ema": 0.0,
+            "probe_eps": float(probe_eps), "numerical_error": 0, "cos_grad_momentum": 0.0})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        s = self.scalars
+        loss_t = self._gradient_loss(closure)
+        loss = float(loss_t)
+        params = self._params_with_grad()
+        if o["clip_grad"] is not None:
+            torch.nn.utils.clip_grad_norm_(params, o["clip_grad"])
+        grads = [p.grad for p in params]
+        s["step"] += 1
+        t = s["step"]
+        s["loss"] = loss
+        beta1, beta2 = o["betas"]
+        for p in params:
+            if not self.state[p]:
+                self.state[p]["exp_avg"] = torch.zeros_like(p)
+                self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
+        m = [self.state[p]["exp_avg"] for p in params]
+        v = [self.state[p]["exp_avg_sq"] for p in params]
+        torch._foreach_lerp_(m, grads, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2 ** t))
+        torch._foreach_add_(denom, 1e-8)
+        direction = torch._foreach_div(torch._foreach_div(m, 1 - beta1 ** t), denom)
+        gm, gg, mm = _dot(grads, m), _dot(grads, grads), _dot(m, m)
+        s["cos_grad_momentum"] = gm / math.sqrt(gg * mm) if gg > 0 and mm > 0 else 0.0
+        origin = [p.clone() for p in params]
+        eta = s["step_size"] * o["growth"]
+        # finite-difference slope along the direction; bump eps while the loss difference underflows to 0
+        eps = o["probe_eps"]
+        slope = (loss - self._trial(closure, params, origin, direction, eps)) / eps
+        bumps = 0
+        while slope == 0.0 and bumps < o["max_probe_bumps"]:
+            eps *= 10.0
+            bumps += 1
+            s["numerical_error"] += 1
+            slope = (loss - self._trial(closure, params, origin, direction, eps)) / eps
+        s["probe_eps"] = eps
+        s["slope"] = slope
+        rho = o["smoothing"]
+        s["slope_ema"] = rho * s["slope_ema"] + (1 - rho) * slope
+        c_eff = o["c"] if s["slope_ema"] > 0 else 1.0 / o["c"]
+        loss_next = self._trial(closure, params, origin, direction, eta)
+        decrease = loss - loss_next
+        s["last_backtracks"] = 0
+        for k in range(o["max_backtracks"]):
+            if eta < eps:
+                eta /= o["beta_b"]
+                break
+            if rho * s["decrease_ema"] + (1 - rho) * decrease < c_eff * eta * s["slope_ema"]:
+                eta *= o["beta_b"]
+                loss_next = self._trial(closure, params, origin, direction, eta)
+                decrease = loss - loss_next
+                s["last_backtracks"] = k + 1
+            else:
+                break
+        s["decrease_ema"] = rho * s["decrease_ema"] + (1 - rho) * decrease
+        s["loss_next"] = loss_next
+        s["backtracks"] += s["last_backtracks"]
+        s["step_size"] = eta
+        self._apply(params, origin, direction, eta)
+        return loss_t

@@ -1,0 +1,135 @@
+"""CaAdam: factors by hand for each strategy and mode, gamma=0 == torch Adam, state round-trip."""
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optrepro.optim.caadam import CaAdam, caadam_factors
+
+
+def mlp(hidden=(64, 32), inputs=8):
+    layers, width = [], inputs
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+def by_kind(factors):
+    kernels = [v for k, v in factors.items() if k.endswith("weight")]
+    biases = [v for k, v in factors.items() if k.endswith("bias")]
+    return kernels, biases
+
+
+def test_reference_mode_reproduces_keras_name_collision():
+    # MLP [64,32] on 8 inputs: kernels 512, 2048, 32 -> min 32, median 512, max 2048, LAST kernel 32.
+    # Keras keyed counts by short name, so every kernel takes the last kernel's count (dossier §1.4).
+    kernels, biases = by_kind(caadam_factors(mlp(), "additive", "reference"))
+    assert kernels == pytest.approx([1.95] * 3)
+    assert biases == pytest.approx([1 + 0.95 * 512 / (512 - 32)] * 3)  # c = 0 -> 2.0133
+    assert biases[0] == pytest.approx(2.0133, abs=1e-4)
+    kernels, biases = by_kind(caadam_factors(mlp(), "multiplicative", "reference"))
+    assert kernels == pytest.approx([5.0] * 3)
+    assert biases[0] == pytest.approx(5.5663, abs=1e-4)
+    depth = list(caadam_factors(mlp(), "depth", "reference").values())
+    assert depth == pytest.approx([1.7818, 1.5874, 1.4142, 1.2599, 1.1225, 1.0], abs=1e-4)
+
+
+def test_described_mode_uses_each_tensors_own_count():
+    factors = caadam_factors(mlp(), "additive", "described", gamma=0.95)
+    # kernel 0: c = 512 = median -> 1; kernel 1: c = 2048 = max -> 1 - gamma; kernel 2: c = 32 = min -> 1 + gamma
+    assert factors["0.weight"] == pytest.approx(1.0)
+    assert factors["2.weight"] == pytest.approx(0.05)
+    assert factors["4.weight"] == pytest.approx(1.95)
+    assert factors["2.bias"] == factors["2.weight"]  # one_d="owner": biases follow their layer
+    mul = caadam_factors(mlp(), "multiplicative", "described", gamma=5.0)
+    assert (mul["0.weight"], mul["2.weight"], mul["4.weight"]) == pytest.approx((1.0, 5.0, 5.0))  # non-monotone
+    depth = caadam_factors(mlp(), "depth", "described", gamma=1.0)  # 3 layers: weight and bias share a depth
+    assert depth["0.weight"] == depth["0.bias"] == pytest.approx(2 ** (2 / 3))
+    assert depth["4.bias"] == pytest.approx(1.0)
+    exempt = caadam_factors(mlp(), "additive", "described", one_d="exempt")
+    assert exempt["2.bias"] == 1.0
+
+
+def test_median_tie_is_guarded_not_nan():
+    # three equal kernels and one larger: median == c_min, the authors' 0/0 case
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 8))
+    for mode in ("reference", "described"):
+        for strategy in ("additive", "multiplicative"):
+            values = caadam_factors(model, strategy, mode).values()
+            assert all(math.isfinite(v) for v in values), (mode, strategy)
+
+
+def test_tied_and_frozen_parameters():
+    model = mlp()
+    model[0].bias.requires_grad_(False)
+    factors = caadam_factors(model, "depth", "reference")
+    assert "0.bias" not in factors and len(factors) == 5
+    tied = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    tied[1].weight = tied[0].weight
+    assert len(caadam_factors(tied, "additive", "described")) == 3  # the shared weight counted once
+
+
+@pytest.mark.parametrize("strategy,gamma", [("additive", 0.0), ("depth", 0.0), ("multiplicative", 1.0)])
+def test_neutral_gamma_matches_torch_adam(strategy, gamma):
+    torch.manual_seed(0)
+    model = mlp((16, 8))
+    reference = mlp((16, 8))
+    reference.load_state_dict(model.state_dict())
+    ours = CaAdam(model, lr=1e-2, strategy=strategy, gamma=gamma, mode="described")
+    theirs = torch.optim.Adam(reference.parameters(), lr=1e-2)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    for _ in range(100):
+        for net, opt in ((model, ours), (reference, theirs)):
+            opt.zero_grad()
+            nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+
+
+def test_factor_scales_the_step_and_eps_hat_changes_early_steps():
+    torch.manual_seed(0)
+    model = mlp((4,))
+    start = [p.detach().clone() for p in model.parameters()]
+    opt = CaAdam(model, lr=1e-3, strategy="multiplicative", mode="reference")
+    model(torch.randn(5, 8)).sum().backward()
+    opt.step()
+    for (name, p), p0 in zip(model.named_parameters(), start):
+        # Adam's first step moves every coordinate by lr (up to eps) times the factor
+        moved = (p - p0).abs()
+        assert torch.allclose(moved[moved > 0], torch.full_like(moved[moved > 0], 1e-3 * opt.factors[name]), rtol=1e-3)
+    hat = CaAdam(mlp((4,)), eps=1.0, eps_hat=True)
+    plain = CaAdam(mlp((4,)), eps=1.0, eps_hat=False)
+    for o in (hat, plain):
+        for p in o.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        o.step()
+    assert not torch.equal(hat.param_groups[0]["params"][0], plain.param_groups[0]["params"][0])
+
+
+def test_state_dict_round_trip_and_bad_choices():
+    torch.manual_seed(0)
+    model = mlp((4,))
+    opt = CaAdam(model, strategy="depth")
+    x = torch.randn(6, 8)
+    model(x).sum().backward()
+    opt.step()
+    clone = mlp((4,))
+    clone.load_state_dict(model.state_dict())
+    opt2 = CaAdam(clone, strategy="depth")
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # torch aliases same-device tensors otherwise
+    for net, o in ((model, opt), (clone, opt2)):
+        o.zero_grad()
+        net(x).sum().backward()
+        o.step()
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="Valid choices: additive, multiplicative, depth"):
+        CaAdam(model, strategy="addtive")
+    with pytest.raises(ValueError, match="mode"):
+        CaAdam(model, mode="as-run")
+    with pytest.raises(TypeError):
+        CaAdam(list(model.parameters()))
