@@ -30,7 +30,7 @@ $(VENV)/bin/uv: requirements-bootstrap.lock
 	@touch $@
 
 $(VENV)/.installed: $(VENV)/bin/uv requirements.lock pyproject.toml
-	$(PIP_CLEAN) $(VENV)/bin/uv pip sync --no-config --index-url $(PYPI) --require-hashes --python $(PY) requirements.lock
+	$(PIP_CLEAN) $(VENV)/bin/uv pip sync --no-config --index-url $(PYPI) --require-hashes --compile-bytecode --python $(PY) requirements.lock
 	$(PIP_CLEAN) $(VENV)/bin/uv pip install --no-config --no-deps --python $(PY) -e .
 	@touch $@
 

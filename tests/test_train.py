@@ -173,3 +173,32 @@ def test_optimizer_internals_are_logged(tmp_path, monkeypatch):
     records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
     lrs = [r["lr0"] for r in records if r["kind"] == "optim"]
     assert len(lrs) == 1197 // 64 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.01  # cosine decays
+
+
+# --- the papers' closure optimizers through the loop -------------------------------------------------
+
+def _closure_optimizers():
+    from optrepro import optim
+
+    return [name for name in optim.available() if optim.info(name).requires_closure]
+
+
+@pytest.mark.parametrize("name", _closure_optimizers())
+def test_closure_optimizers_pass_counts_match_their_own_counters(tmp_path, name):
+    s = spec(optimizer=name, epochs=1, batch_size=256)
+    run_one(s, tmp_path)
+    result = deterministic(tmp_path, s)
+    assert result["status"] == "ok"
+    assert result["forward_passes"] >= result["steps"] == 1197 // 256
+    records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
+    internals = [r for r in records if r["kind"] == "optim"]
+    assert len(internals) == result["steps"]
+    if "forward_evals" in internals[-1]:
+        assert internals[-1]["forward_evals"] == result["forward_passes"]
+
+
+def test_total_steps_is_filled_from_the_run_length(tmp_path):
+    s = spec(optimizer="nos_opt4", epochs=1)
+    assert s["optimizer"]["hparams"]["total_steps"] is None
+    run_one(s, tmp_path)
+    assert deterministic(tmp_path, s)["steps"] == 1197 // 64

@@ -143,16 +143,21 @@ class Trainer:
         torch.manual_seed(spec["init_seed"])
         self.model = self.problem.build_model().to(self.device)
         self.model.train()
-        opt = spec["optimizer"]
-        self.opt_info = optim.info(opt["name"])
-        self.optimizer = optim.build(opt["name"], self.model, **opt["hparams"])
-        for group in self.optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.schedule = schedules.build_schedule(spec["schedule"]["name"], **spec["schedule"]["args"])
-        self.controllers = [schedules.build_controller(c["name"], **c["args"]) for c in spec["controllers"]]
         n_train = len(self.splits["train"])
         self.steps_per_epoch = max(n_train // spec["batch_size"], 1)  # the last partial batch is dropped
         self.total_steps = self.steps_per_epoch * spec["epochs"]
+        opt = spec["optimizer"]
+        self.opt_info = optim.info(opt["name"])
+        hparams = dict(opt["hparams"])
+        if "total_steps" in hparams and hparams["total_steps"] is None:
+            # Optimizers whose internals are functions of t/T (NOS decays, the fuzzy controller) get the run's
+            # length; it follows from the spec, so the run id need not carry it.
+            hparams["total_steps"] = self.total_steps
+        self.optimizer = optim.build(opt["name"], self.model, **hparams)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group.get("lr", 1.0))
+        self.schedule = schedules.build_schedule(spec["schedule"]["name"], **spec["schedule"]["args"])
+        self.controllers = [schedules.build_controller(c["name"], **c["args"]) for c in spec["controllers"]]
         # progress state (all checkpointed)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -261,7 +266,8 @@ class Trainer:
         seeds = [derived_seed(spec["noise_seed"], epoch, step, m) for m in range(len(batches))]
         factor = self.lr_factor(self.global_step)
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+            if "lr" in group:  # line searches set their own step size: they have no lr to schedule
+                group["lr"] = group["initial_lr"] * factor
         closure = StepClosure(self.model, self.forward, batches, seeds, carry=self.carry,
                               trial_batchnorm=getattr(self.optimizer, "trial_batchnorm", "frozen"))
         if self.opt_info.requires_closure:
