@@ -190,15 +190,15 @@ def batch_digest(members: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
 
 
-def entry_key(entry: Mapping[str, Any]) -> str:
-    return entry["key"] if entry.get("deferred") else run_id(entry)
-
-
-def assert_unique(entries: Iterable[Mapping[str, Any]]) -> None:
-    """Two different specs must never share an id (a 20-hex prefix collision would merge runs)."""
-    seen: dict[str, str] = {}
+def unique_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Entries by key, each canonicalised once. The same run asked for twice (two claims sharing a baseline)
+    is one run; two different specs sharing an id (a 20-hex prefix collision) is an error."""
+    bodies: dict[str, str] = {}
+    out: dict[str, Mapping[str, Any]] = {}
     for e in entries:
-        key = entry_key(e)
         body = canonical_json({k: v for k, v in e.items() if k != "tags"})
-        if seen.setdefault(key, body) != body:
+        key = e["key"] if e.get("deferred") else hashlib.sha256(body.encode()).hexdigest()[:RUN_ID_HEX]
+        if bodies.setdefault(key, body) != body:
             raise ValueError(f"two different specs share the id {key}")
+        out.setdefault(key, e)
+    return out

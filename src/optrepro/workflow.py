@@ -114,8 +114,7 @@ def config_hash(config: Mapping[str, Any], config_dir: Path) -> str:
 
 def _cost_s(entry: Mapping[str, Any], scale: str) -> float:
     spec = entry["template"] if entry.get("deferred") else entry
-    info = problems.info(spec["problem"])
-    return float(info.cost_per_epoch_s[scale]) * float(spec.get("epochs", 1))
+    return float(problems.info(spec["problem"]).cost_per_epoch_s[scale]) * float(spec.get("epochs", 1))
 
 
 @dataclass
@@ -136,40 +135,41 @@ class Plan:
         return self._manifest_index
 
 
-def group_batches(entries: Iterable[Mapping[str, Any]], scale: str, results_dir: str, target_s: float,
+def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_dir: str, target_s: float,
                   max_runs: int) -> dict[str, dict[str, Any]]:
-    """Batches sized by estimated cost: many cheap runs per job, one expensive run per job."""
-    groups: dict[tuple[str, str, str], list] = {}
-    for e in entries:
+    """Batches sized by estimated cost: many cheap runs per job, one expensive run per job. `entries` maps each
+    entry's key (run id, or a deferred spec's key) to the entry."""
+    groups: dict[tuple[str, str, str], list[tuple[str, Mapping[str, Any], float]]] = {}
+    for key, e in entries.items():
         spec = e["template"] if e.get("deferred") else e
         stage = {**spec.get("tags", {}), **e.get("tags", {})}.get("stage", "main")
-        groups.setdefault((spec["paper"], spec["problem"], stage), []).append(e)
+        groups.setdefault((spec["paper"], spec["problem"], stage), []).append((key, e, _cost_s(e, scale)))
     batches: dict[str, dict[str, Any]] = {}
     for (paper, problem, stage), members in sorted(groups.items()):
-        total = sum(_cost_s(e, scale) for e in members)
+        total = sum(cost for _, _, cost in members)
         n_buckets = max(math.ceil(total / target_s), math.ceil(len(members) / max_runs), 1)
         n_buckets = min(n_buckets, len(members))
         buckets: dict[int, list] = {}
-        for e in members:
-            buckets.setdefault(planmod.stable_bucket(planmod.entry_key(e), n_buckets), []).append(e)
+        for member in members:
+            buckets.setdefault(planmod.stable_bucket(member[0], n_buckets), []).append(member)
         info = problems.info(problem)
         for bucket, items in sorted(buckets.items()):
-            items.sort(key=planmod.entry_key)
-            digest = planmod.batch_digest(planmod.entry_key(e) for e in items)
+            items.sort(key=lambda m: m[0])
+            digest = planmod.batch_digest(key for key, _, _ in items)
             key = f"{paper}/{problem}/{stage}-{bucket}-{digest}"
             batches[key] = {
                 "paper": paper, "problem": problem, "stage": stage,
                 "manifest": f"{results_dir}/batches/{key}.json",
-                "runs": len(items), "cost_s": sum(_cost_s(e, scale) for e in items),
+                "runs": len(items), "cost_s": sum(cost for _, _, cost in items),
                 "gpu": bool(info.gpu and scale == "full"),
                 "datasets": list(info.datasets) if scale == "full" else [],
-                "inputs": sorted({e["depends_on"] for e in items if e.get("deferred")}),
-                "entries": items,
+                "inputs": sorted({e["depends_on"] for _, e, _ in items if e.get("deferred")}),
+                "entries": [e for _, e, _ in items],
             }
     return batches
 
 
-def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], list[dict]]:
+def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], dict[str, Mapping]]:
     scale = config["scale"]
     entries: list[dict] = []
     for paper in config.get("papers", []):
@@ -178,14 +178,11 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
         planner = PLANNERS.get(pconfig.get("planner", "grid"))
         entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
                        for e in planner(pconfig, scale, config))
-    unique: dict[str, dict] = {}
-    for e in entries:  # the same run asked for twice (two claims sharing a baseline) is one run
-        unique.setdefault(planmod.entry_key(e), e)
-    planmod.assert_unique(entries)
+    unique = planmod.unique_entries(entries)
     results_dir = f"{config.get('results_dir', 'results')}/{scale}"
-    batches = group_batches(unique.values(), scale, results_dir, float(config["batch_target_s"][scale]),
+    batches = group_batches(unique, scale, results_dir, float(config["batch_target_s"][scale]),
                             int(config.get("batch_max_runs", 5000)))
-    return batches, list(unique.values())
+    return batches, unique
 
 
 def write_plan(batches: Mapping[str, dict], root: Path) -> dict[str, dict]:

@@ -17,5 +17,5 @@ rule run_batch:
         gpu_slots=lambda wc: 1 if batch_info(wc)["gpu"] else 0,
         runtime=lambda wc: max(10, int(2 * batch_info(wc)["cost_s"] / 60)),
     shell:
-        "optrepro run --plan {PLAN_CURRENT} --batch {wildcards.paper}/{wildcards.problem}/{wildcards.batch}"
+        "OPTREPRO_DATA={DATA:q} HF_HUB_OFFLINE=1 optrepro run --plan {PLAN_CURRENT} --batch {wildcards.paper}/{wildcards.problem}/{wildcards.batch}"
         " --results {RESULTS} --manifest {output} --threads {threads} > {log} 2>&1"
