@@ -1,0 +1,150 @@
+"""The DAG: config validation before any job, full-scale planning, and the smoke DAG end to end to the PDF.
+
+The smoke DAG runs once per test session in a temporary copy of config/ and paper/ (fixture `smoke_dag`);
+the tests that need its outputs reuse them.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from optrepro.workflow import load_plan, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCHEMAS = ROOT / "workflow" / "schemas"
+
+
+def make_workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for sub in ("config", "paper"):
+        shutil.copytree(ROOT / sub, path / sub, ignore=shutil.ignore_patterns("build", "tables", "figures"))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    return subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--cores", "2", *args],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def config_of(workdir: Path) -> dict:
+    return yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"scale": "huge"}, "scale"),
+    ({"papers": ["core", "bogus"]}, "bogus"),
+    ({"batch_target_s": {"full": "fast", "smoke": 60}}, "batch_target_s/full"),
+    ({"unknown_key": 1}, "unknown_key"),
+])
+def test_bad_config_is_refused_naming_the_bad_value(tmp_path, change, message):
+    wd = make_workdir(tmp_path)
+    config = {**config_of(wd), **change}
+    with pytest.raises(ValueError, match=message):
+        validate_config(config, wd / "config", SCHEMAS)
+
+
+def test_bad_paper_config_is_refused_naming_the_key(tmp_path):
+    wd = make_workdir(tmp_path)
+    paper = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
+    paper["experiments"][0]["optimizer"] = paper["experiments"][0].pop("optimizers")
+    (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(paper))
+    with pytest.raises(ValueError, match="optimizer"):
+        validate_config(config_of(wd), wd / "config", SCHEMAS)
+
+
+def test_unknown_optimizer_in_a_paper_config_fails_at_planning_with_the_choices(tmp_path):
+    wd = make_workdir(tmp_path)
+    paper = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
+    paper["experiments"][0]["optimizers"][0]["name"] = "adamx"
+    (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(paper))
+    config = {**config_of(wd), "results_dir": str(wd / "results")}
+    with pytest.raises(ValueError, match="adamx.*Valid choices"):
+        load_plan(config, wd / "config")
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path):
+    wd = make_workdir(tmp_path)
+    proc = snakemake(wd, "--config", "scale=huge")
+    assert proc.returncode != 0
+    assert "scale" in proc.stdout + proc.stderr and "huge" in proc.stdout + proc.stderr
+    assert not (wd / "results").exists()
+
+
+def test_full_scale_dry_run_plans(tmp_path):
+    wd = make_workdir(tmp_path)
+    proc = snakemake(wd, "-n")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    assert "run_batch" in out and "report_pdf" in out
+
+
+def test_plan_is_cached_and_batches_are_stable(tmp_path):
+    wd = make_workdir(tmp_path)
+    config = {**config_of(wd), "scale": "smoke", "results_dir": str(wd / "results")}
+    first = load_plan(config, wd / "config")
+    again = load_plan(config, wd / "config")
+    assert first.root == again.root and first.index == again.index
+    assert sum(b["runs"] for b in first.index.values()) == 6  # 2 arms x 3 seeds at smoke scale
+
+
+# --- the smoke DAG, once per session ----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smoke_dag(tmp_path_factory):
+    wd = make_workdir(tmp_path_factory.mktemp("smoke"))
+    proc = snakemake(wd, "--config", "scale=smoke")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return wd
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_smoke_dag_builds_the_pdf_and_a_second_run_reruns_nothing(smoke_dag):
+    pdf = smoke_dag / "paper/build/smoke/main.pdf"
+    assert pdf.stat().st_size > 10_000
+    proc = snakemake(smoke_dag, "-n", "--config", "scale=smoke")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+
+
+def test_smoke_pdf_is_byte_reproducible(smoke_dag):
+    pdf = smoke_dag / "paper/build/smoke/main.pdf"
+    before = md5(pdf)
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    shutil.rmtree(smoke_dag / "paper/build/smoke")
+    subprocess.run([str(BIN / "optrepro"), "pdf", "--scale", "smoke"], cwd=smoke_dag, check=True, env=env,
+                   capture_output=True)
+    assert md5(pdf) == before
+
+
+def test_smoke_tables_are_stamped_and_say_not_assessed(smoke_dag):
+    verdicts = (smoke_dag / "paper/tables/smoke/core/verdicts.tex").read_text()
+    assert "[smoke scale]" in verdicts and "not assessed (smoke)" in verdicts
+    assert "replicated" not in verdicts and "contradicted" not in verdicts
+
+
+def test_editing_a_result_file_changes_the_table(smoke_dag, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(smoke_dag, wd, symlinks=True)
+    table = wd / "paper/tables/smoke/core/digits.tex"
+    before = table.read_text()
+    manifest = next((wd / "results/smoke/batches/core").rglob("*.json"))
+    run = json.loads(manifest.read_text())["runs"][0]
+    result_path = wd / "results/smoke/runs" / run["run_id"] / "result.json"
+    result = json.loads(result_path.read_text())
+    result["deterministic"]["final"]["test"]["accuracy"] = 0.123456
+    result_path.write_text(json.dumps(result))
+    proc = snakemake(wd, "--config", "scale=smoke", "--forcerun", "core_report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert table.read_text() != before
