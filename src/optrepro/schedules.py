@@ -3,20 +3,27 @@
 Open-loop schedules are pure functions of the step: `build_schedule(name, **args)` returns
 f(step, total_steps, steps_per_epoch) -> factor, multiplied into each param group's initial lr.
 Closed-loop controllers (reduce-on-plateau, early stopping) are objects that observe evaluation metrics;
-their state is plain ints/floats/bools so checkpoints load with torch.load(weights_only=True).
+their state is plain ints/floats/bools/str so checkpoints load with torch.load(weights_only=True).
 This module imports without torch.
+
+Epoch-wise schedules (unit="epoch") follow DeepOBS, which produced the Crowded Valley logs: the factor f(e) is
+set at the start of epoch e = step // steps_per_epoch and held for the whole epoch, with E = total_steps //
+steps_per_epoch epochs. DeepOBS's `make_lr_schedule` always inserts {0: 1.0}, so epoch 0 runs at the full lr
+whatever the formula says (`deepobs_epoch0=True`); this matters for the trapezoid, whose formula gives 0 at e=0.
+Step-wise schedules (unit="step") evaluate the same formula at the fractional epoch step / steps_per_epoch.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, Callable, Mapping
 
-from optrepro.registry import Registry, check_keys
+from optrepro.registry import Registry, check_keys, unknown
 
 ScheduleFn = Callable[[int, int, int], float]
 
 # name -> (factory(**args) -> ScheduleFn, default args)
 SCHEDULES: Registry[tuple[Callable[..., ScheduleFn], dict[str, Any]]] = Registry("schedule")
+UNITS = ("step", "epoch")
 
 
 def register_schedule(name: str, defaults: Mapping[str, Any]):
@@ -33,16 +40,110 @@ def build_schedule(name: str, **args) -> ScheduleFn:
     return factory(**{**defaults, **args})
 
 
+def _check_choice(what: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise unknown(what, value, choices)
+
+
+def _check_range(what: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value!r}")
+
+
+def _epoch_wise(formula: Callable[[float, float], float], unit: str, deepobs_epoch0: bool) -> ScheduleFn:
+    """Turn formula(epoch, num_epochs) into f(step, total_steps, steps_per_epoch)."""
+    _check_choice("schedule unit", unit, UNITS)
+
+    def f(step: int, total_steps: int, steps_per_epoch: int) -> float:
+        if steps_per_epoch < 1 or total_steps < 1:
+            raise ValueError(f"schedule needs steps_per_epoch >= 1 and total_steps >= 1, got "
+                             f"total_steps={total_steps}, steps_per_epoch={steps_per_epoch}")
+        if unit == "step":
+            return formula(step / steps_per_epoch, total_steps / steps_per_epoch)
+        epoch = step // steps_per_epoch
+        if deepobs_epoch0 and epoch == 0:
+            return 1.0
+        return formula(epoch, max(total_steps // steps_per_epoch, 1))
+
+    return f
+
+
 @register_schedule("constant", {})
 def constant() -> ScheduleFn:
     return lambda step, total_steps, steps_per_epoch: 1.0
 
 
-@register_schedule("cosine", {"min_factor": 0.0})
-def cosine(min_factor: float) -> ScheduleFn:
+def _half_cosine(progress: float, min_factor: float) -> float:
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+@register_schedule("cosine", {"min_factor": 0.0, "unit": "step", "deepobs_epoch0": True})
+def cosine(min_factor: float, unit: str, deepobs_epoch0: bool) -> ScheduleFn:
+    """f = min + (1 - min) (1 + cos(pi e / E)) / 2; Crowded Valley's `cosine` is unit="epoch"."""
+    _check_range("cosine min_factor", min_factor, 0.0, 1.0)
+    return _epoch_wise(lambda e, num_epochs: _half_cosine(e / num_epochs, min_factor), unit, deepobs_epoch0)
+
+
+def warm_restart_cycle(epoch: float, t0: float, t_mult: float) -> tuple[float, float]:
+    """(start, length) of the SGDR cycle holding `epoch`: cycles of t0, t0 t_mult, t0 t_mult^2, ..."""
+    start, length = 0.0, float(t0)
+    while epoch >= start + length:
+        start += length
+        length *= t_mult
+    return start, length
+
+
+@register_schedule("cosine_wr", {"t0_epochs": 10, "t_mult": 2, "min_factor": 0.0, "unit": "epoch",
+                                 "deepobs_epoch0": True})
+def cosine_wr(t0_epochs: float, t_mult: float, min_factor: float, unit: str, deepobs_epoch0: bool) -> ScheduleFn:
+    """SGDR (Loshchilov & Hutter): f = min + (1 - min) (1 + cos(pi (e - s) / T)) / 2 in the cycle [s, s + T).
+
+    The cycles are not fitted to the run (Crowded Valley: T0 = 10 epochs, T_mult = 2, restarts at 0, 10, 30, 70,
+    150, 310), so most runs stop mid-cycle at a high lr. No decay of the peak between cycles.
+    """
+    if t0_epochs <= 0 or t_mult < 1:
+        raise ValueError(f"cosine_wr needs t0_epochs > 0 and t_mult >= 1, got t0_epochs={t0_epochs}, "
+                         f"t_mult={t_mult}")
+    _check_range("cosine_wr min_factor", min_factor, 0.0, 1.0)
+
+    def formula(epoch: float, num_epochs: int) -> float:
+        start, length = warm_restart_cycle(epoch, t0_epochs, t_mult)
+        return _half_cosine((epoch - start) / length, min_factor)
+
+    return _epoch_wise(formula, unit, deepobs_epoch0)
+
+
+@register_schedule("trapezoid", {"warmup_fraction": 0.1, "unit": "epoch", "deepobs_epoch0": True})
+def trapezoid(warmup_fraction: float, unit: str, deepobs_epoch0: bool) -> ScheduleFn:
+    """Crowded Valley's `ltr`: w = warmup_fraction E; f(e) = min(e / w, 1, (E + 1 - e) / (w + 1)).
+
+    E = 100: 0.1, 0.2, ..., 1.0 at e = 1..10, flat, then 10/11 ... 1/11 at e = 91..100. Under DeepOBS's epoch-0
+    rule the first epoch runs at the full lr before the warm-up starts (the published runs did this).
+    """
+    _check_range("trapezoid warmup_fraction", warmup_fraction, 1e-12, 0.5)
+
+    def formula(epoch: float, num_epochs: int) -> float:
+        width = warmup_fraction * num_epochs
+        return max(0.0, min(epoch / width, 1.0, (num_epochs + 1 - epoch) / (width + 1)))
+
+    return _epoch_wise(formula, unit, deepobs_epoch0)
+
+
+@register_schedule("warmup_cosine", {"warmup_steps": 0, "warmup_fraction": 0.0, "min_factor": 0.0})
+def warmup_cosine(warmup_steps: int, warmup_fraction: float, min_factor: float) -> ScheduleFn:
+    """Linear warm-up over W steps (factor (step + 1) / W, so the first step is not wasted at lr 0), then a
+    half cosine from 1 to min_factor over the remaining steps. W = warmup_steps + warmup_fraction * total_steps
+    (give one of the two)."""
+    if warmup_steps < 0 or int(warmup_steps) != warmup_steps:
+        raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+    _check_range("warmup_cosine warmup_fraction", warmup_fraction, 0.0, 1.0)
+    _check_range("warmup_cosine min_factor", min_factor, 0.0, 1.0)
+
     def f(step: int, total_steps: int, steps_per_epoch: int) -> float:
-        progress = min(step / max(total_steps, 1), 1.0)
-        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        warmup = int(warmup_steps) + int(round(warmup_fraction * total_steps))
+        if step < warmup:
+            return (step + 1) / warmup
+        return _half_cosine((step - warmup) / max(total_steps - warmup, 1), min_factor)
 
     return f
 
@@ -50,7 +151,9 @@ def cosine(min_factor: float) -> ScheduleFn:
 # --- closed-loop controllers -----------------------------------------------------------------------
 
 class Controller:
-    """Observes metrics after each evaluation; exposes `lr_factor` and `should_stop`."""
+    """Observes metrics after each evaluation; exposes `lr_factor` and `should_stop`.
+
+    All attributes are plain ints/floats/bools/str, so `state_dict()` is the whole state."""
 
     lr_factor: float = 1.0
     should_stop: bool = False
@@ -62,10 +165,15 @@ class Controller:
         return dict(vars(self))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unexpected = set(state) - set(vars(self))
+        if unexpected:
+            raise KeyError(f"{type(self).__name__} state has unknown keys {sorted(unexpected)}; "
+                           f"valid: {', '.join(sorted(vars(self)))}")
         vars(self).update(state)
 
 
 CONTROLLERS: Registry[tuple[type, dict[str, Any]]] = Registry("controller")
+MODES = ("min", "max", "auto")
 
 
 def register_controller(name: str, defaults: Mapping[str, Any]):
@@ -82,38 +190,115 @@ def build_controller(name: str, **args) -> Controller:
     return cls(**{**defaults, **args})
 
 
-@register_controller("reduce_on_plateau",
-                     {"monitor": "valid/loss", "mode": "min", "factor": 0.1, "patience": 10, "min_delta": 1e-4,
-                      "cooldown": 0, "min_lr_factor": 0.0})
-class ReduceOnPlateau(Controller):
-    """Keras-style ReduceLROnPlateau: after `patience` evaluations without improvement, lr *= factor."""
+def _resolve_mode(mode: str, monitor: str) -> str:
+    """Keras's mode="auto": maximise metrics named like accuracy, minimise the rest."""
+    _check_choice("controller mode", mode, MODES)
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    return mode
 
-    def __init__(self, monitor, mode, factor, patience, min_delta, cooldown, min_lr_factor):
-        self.monitor, self.mode, self.factor = monitor, mode, float(factor)
-        self.patience, self.min_delta, self.cooldown = int(patience), float(min_delta), int(cooldown)
-        self.min_lr_factor = float(min_lr_factor)
-        self.best = math.inf if mode == "min" else -math.inf
+
+class _Monitor(Controller):
+    """Shared by the Keras-style controllers: which metric, which direction, how much counts as better."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float):
+        self.monitor = str(monitor)
+        self.mode = _resolve_mode(mode, self.monitor)
+        self.min_delta = abs(float(min_delta))
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
-        self.cooldown_left = 0
         self.lr_factor = 1.0
         self.should_stop = False
 
-    def _improved(self, value: float) -> bool:
+    def _value(self, metrics: Mapping[str, float]) -> float:
+        if self.monitor not in metrics:
+            raise KeyError(f"controller monitors {self.monitor!r}, which is not among the evaluated metrics: "
+                           f"{', '.join(sorted(metrics))}")
+        return float(metrics[self.monitor])
+
+    def _improved(self, value: float, reference: float) -> bool:
+        # NaN compares False: a NaN evaluation counts as "no improvement", as in Keras
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+
+@register_controller("reduce_on_plateau",
+                     {"monitor": "valid/loss", "mode": "auto", "factor": 0.1, "patience": 10, "min_delta": 1e-4,
+                      "cooldown": 0, "min_lr_factor": 0.0})
+class ReduceOnPlateau(_Monitor):
+    """tf.keras.callbacks.ReduceLROnPlateau, step for step (its on_epoch_end), with the lr as a factor:
+
+    - while cooling down, each evaluation decrements the cooldown counter and resets `wait`;
+    - an improvement (beyond min_delta) resets `wait`; otherwise, if not (still) cooling down, `wait` += 1;
+    - when `wait` reaches `patience` and the factor is above min_lr_factor: factor = max(factor * factor_,
+      min_lr_factor), cooldown starts, `wait` = 0. At the floor nothing is reset, as in Keras.
+    """
+
+    def __init__(self, monitor, mode, factor, patience, min_delta, cooldown, min_lr_factor):
+        super().__init__(monitor, mode, min_delta)
+        if not 0.0 < float(factor) < 1.0:
+            raise ValueError(f"reduce_on_plateau factor must be in (0, 1), got {factor!r}")
+        if int(patience) < 0 or int(cooldown) < 0 or float(min_lr_factor) < 0:
+            raise ValueError(f"reduce_on_plateau needs patience, cooldown, min_lr_factor >= 0, got "
+                             f"{patience!r}, {cooldown!r}, {min_lr_factor!r}")
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.cooldown = int(cooldown)
+        self.min_lr_factor = float(min_lr_factor)
+        self.cooldown_counter = 0
+        self.reductions = 0
 
     def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        value = float(metrics[self.monitor])
-        if self.cooldown_left > 0:
-            self.cooldown_left -= 1
+        value = self._value(metrics)
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
             self.wait = 0
-        if self._improved(value):
+        if self._improved(value, self.best):
             self.best = value
             self.wait = 0
-        elif self.cooldown_left == 0:
+        elif self.cooldown_counter == 0:
             self.wait += 1
-            if self.wait >= self.patience:
+            if self.wait >= self.patience and self.lr_factor > self.min_lr_factor:
                 self.lr_factor = max(self.lr_factor * self.factor, self.min_lr_factor)
-                self.cooldown_left = self.cooldown
+                self.reductions += 1
+                self.cooldown_counter = self.cooldown
                 self.wait = 0
+
+
+@register_controller("early_stopping",
+                     {"monitor": "valid/loss", "mode": "auto", "patience": 0, "min_delta": 0.0,
+                      "baseline": None, "start_from_epoch": 0})
+class EarlyStopping(_Monitor):
+    """tf.keras.callbacks.EarlyStopping: stop once `patience` evaluations in a row brought no improvement
+    (beyond min_delta) over the best so far. patience=0 stops at the first evaluation without improvement.
+    `baseline`: the value to beat at the start (Keras: best starts at the baseline). Evaluations before
+    `start_from_epoch` are ignored. Weight restoring is the training loop's business (it keeps the best metrics).
+    """
+
+    def __init__(self, monitor, mode, patience, min_delta, baseline, start_from_epoch):
+        super().__init__(monitor, mode, min_delta)
+        if int(patience) < 0 or int(start_from_epoch) < 0:
+            raise ValueError(f"early_stopping needs patience, start_from_epoch >= 0, got {patience!r}, "
+                             f"{start_from_epoch!r}")
+        self.patience = int(patience)
+        self.start_from_epoch = int(start_from_epoch)
+        self.baseline = None if baseline is None else float(baseline)
+        if self.baseline is not None:
+            self.best = self.baseline
+        self.best_epoch = -1
+        self.stopped_epoch = -1
+
+    def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        value = self._value(metrics)
+        if epoch < self.start_from_epoch or self.should_stop:
+            return
+        if self._improved(value, self.best):
+            self.best = value
+            self.best_epoch = int(epoch)
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.should_stop = True
+            self.stopped_epoch = int(epoch)

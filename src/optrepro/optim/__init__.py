@@ -6,7 +6,24 @@ so `from optrepro.optim import CaAdam` works as a practitioner expects.
 from optrepro.optim.registry import OptimizerInfo, available, build, info, register, resolve_hparams
 
 # Public classes: name -> "module:attr", resolved lazily by __getattr__ (PEP 562).
-_CLASSES: dict[str, str] = {}
+_CLASSES: dict[str, str] = {
+    # Crowded Valley (optrepro.optim.{adabelief,adabound,lookahead,tf1})
+    "AdaBelief": "optrepro.optim.adabelief:AdaBelief",
+    "AdaBound": "optrepro.optim.adabound:AdaBound",
+    "AMSBound": "optrepro.optim.adabound:AMSBound",
+    "Lookahead": "optrepro.optim.lookahead:Lookahead",
+    "EpsHatAdam": "optrepro.optim.tf1:EpsHatAdam",
+    "TF1Nadam": "optrepro.optim.tf1:TF1Nadam",
+    "TF1RMSprop": "optrepro.optim.tf1:TF1RMSprop",
+    # The papers' own optimizers (optrepro.optim.{caadam,line_search,nos_expr,fuzzy})
+    "CaAdam": "optrepro.optim.caadam:CaAdam",
+    "SLS": "optrepro.optim.line_search:SLS",
+    "AdaSLS": "optrepro.optim.line_search:AdaSLS",
+    "AdamSLS": "optrepro.optim.line_search:AdamSLS",
+    "ALSALS": "optrepro.optim.line_search:ALSALS",
+    "NOSExpression": "optrepro.optim.nos_expr:NOSExpression",
+    "FuzzySecondOrder": "optrepro.optim.fuzzy:FuzzySecondOrder",
+}
 
 __all__ = ["OptimizerInfo", "available", "build", "info", "register", "resolve_hparams", *_CLASSES]
 

@@ -8,6 +8,8 @@ Search spaces are dicts of hyperparameter -> distribution, one of
     {"type": "log_uniform", "low": a, "high": b}
     {"type": "uniform", "low": a, "high": b}
     {"type": "choice", "values": [...]}
+    {"type": "one_minus_log_uniform", "low": a, "high": b}   (1 - x with x log-uniform: momenta near 1)
+    {"type": "int_uniform", "low": a, "high": b}             (integers a..b, both ends included)
 keyed by study version ("default", or e.g. "v1" / "icml" where Crowded Valley's two versions differ).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from optrepro.registry import Registry, check_keys, import_target
+from optrepro.registry import Registry, check_keys, import_target, unknown
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class OptimizerInfo:
 
 
 OPTIMIZERS: Registry[OptimizerInfo] = Registry("optimizer")
+
+
+# the distribution types a search space may use (tests/test_optim_registry.py checks every entry)
+DISTRIBUTIONS = ("log_uniform", "uniform", "choice", "one_minus_log_uniform", "int_uniform")
 
 
 def register(info: OptimizerInfo) -> OptimizerInfo:
@@ -71,3 +77,13 @@ def build(name: str, model_or_params, **hparams):
         return target(model_or_params, **resolved)
     params = model_or_params.parameters() if hasattr(model_or_params, "named_parameters") else model_or_params
     return target(params, **resolved)
+
+
+def search_space(name: str, version: str = "default") -> Mapping[str, Any]:
+    """The tuning space of `name` for a study version: that version's entry, else "default"."""
+    spaces = info(name).search_space
+    if version in spaces:
+        return spaces[version]
+    if "default" in spaces:
+        return spaces["default"]
+    raise unknown(f"study version for optimizer {name!r}", version, spaces)

@@ -1,0 +1,111 @@
+"""Lookahead (Zhang et al., NeurIPS 2019): k fast steps of an inner optimizer, then pull the slow weights:
+
+    every k-th step:  slow <- slow + alpha (fast - slow);  fast <- slow
+
+Slow weights start at the parameters' values before the first step. The inner optimizer's state (momentum,
+moments) is kept across synchronisations (the paper's default; the alternative, resetting it, is not offered).
+`param_groups` is the inner optimizer's list, so LR schedulers and add_param_group act on the inner
+optimizer; each group also carries its own `alpha` and `k`. state_dict = the inner state_dict (its groups carry
+alpha/k) plus the slow weights and the step counter, so a resumed run continues bit-identically.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.optim.optimizer import Optimizer
+
+from optrepro.optim._base import default_foreach, grouped
+
+
+class Lookahead(Optimizer):
+    def __init__(self, inner: Optimizer, alpha: float = 0.5, k: int = 5, *, foreach: bool | None = None):
+        if not isinstance(inner, Optimizer):
+            raise TypeError(f"Lookahead wraps a torch.optim.Optimizer, got {type(inner).__name__}")
+        if not 0.0 <= alpha <= 1.0 or int(k) != k or k < 1:
+            raise ValueError(f"invalid Lookahead hyperparameters: alpha={alpha} (in [0, 1]), k={k} (integer >= 1)")
+        # Optimizer.__init__ is not called: the parameters and their groups belong to the inner optimizer.
+        self.inner = inner
+        self.defaults = {**inner.defaults, "alpha": alpha, "k": int(k)}
+        self.foreach = foreach
+        self.lookahead_step = 0
+        self.slow: dict[torch.Tensor, torch.Tensor] = {}
+        for group in inner.param_groups:
+            group.setdefault("alpha", alpha)
+            group.setdefault("k", int(k))
+        self._optimizer_step_pre_hooks = {}
+        self._optimizer_step_post_hooks = {}
+        self._optimizer_state_dict_pre_hooks = {}
+        self._optimizer_state_dict_post_hooks = {}
+        self._optimizer_load_state_dict_pre_hooks = {}
+        self._optimizer_load_state_dict_post_hooks = {}
+
+    # --- the inner optimizer's groups and state are this optimizer's -------------------------------------
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.inner.param_groups
+
+    @property
+    def state(self):
+        return self.inner.state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.inner.add_param_group(param_group)
+        group = self.inner.param_groups[-1]
+        group.setdefault("alpha", self.defaults["alpha"])
+        group.setdefault("k", self.defaults["k"])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner.zero_grad(set_to_none=set_to_none)
+
+    def __repr__(self) -> str:
+        return f"Lookahead({self.inner!r})"
+
+    # --- step --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:  # slow weights = the parameters before the first fast step
+            for p in group["params"]:
+                if p not in self.slow:
+                    self.slow[p] = p.detach().clone(memory_format=torch.preserve_format)
+        loss = self.inner.step(closure) if closure is not None else self.inner.step()
+        self.lookahead_step += 1
+        for group in self.param_groups:
+            if self.lookahead_step % group["k"] != 0:
+                continue
+            fast = list(group["params"])
+            slow = [self.slow[p] for p in fast]
+            foreach = self.foreach if self.foreach is not None else default_foreach(fast)
+            if foreach:
+                for (fs, ss), _ in grouped([fast, slow]):
+                    torch._foreach_lerp_(ss, fs, group["alpha"])
+                    torch._foreach_copy_(fs, ss)
+            else:
+                for f, s in zip(fast, slow):
+                    s.lerp_(f, group["alpha"])
+                    f.copy_(s)
+        return loss
+
+    # --- checkpointing -----------------------------------------------------------------------------------
+    def _param_index(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self) -> dict[str, Any]:
+        params = self._param_index()
+        return {
+            "inner": self.inner.state_dict(),
+            "lookahead_step": self.lookahead_step,
+            "slow": {i: self.slow[p] for i, p in enumerate(params) if p in self.slow},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        missing = {"inner", "lookahead_step", "slow"} - set(state_dict)
+        if missing:
+            raise KeyError(f"Lookahead state_dict lacks {sorted(missing)}; got keys {sorted(state_dict)}")
+        self.inner.load_state_dict(state_dict["inner"])
+        self.lookahead_step = int(state_dict["lookahead_step"])
+        params = self._param_index()
+        self.slow = {}
+        for i, tensor in state_dict["slow"].items():
+            p = params[int(i)]
+            self.slow[p] = tensor.detach().to(dtype=p.dtype, device=p.device).clone()
