@@ -32,14 +32,15 @@ core_claims = [c for c in claim_set if c.paper == "core"]
 # %%
 columns = {"final.test.accuracy": "test accuracy", "final.test.loss": "test loss",
            "final.valid.accuracy": "valid accuracy"}
-summary = (runs.groupby("tags.arm")[list(columns)].agg(["mean", "std"]))
-summary.columns = [f"{columns[c]} ({stat})" for c, stat in summary.columns]
-summary.insert(0, "runs", runs.groupby("tags.arm").size())
-summary.insert(1, "diverged", runs[runs["status"] == "diverged"].groupby("tags.arm").size()
-               .reindex(summary.index, fill_value=0))
+by_arm = runs.groupby("tags.arm")
+summary = by_arm.size().rename("runs").to_frame()
+summary["diverged"] = by_arm["status"].apply(lambda s: int((s == "diverged").sum()))
+for column, label in columns.items():
+    mean, sd = by_arm[column].mean(), by_arm[column].std()
+    summary[label] = [f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, sd)]
 summary = summary.reset_index().rename(columns={"tags.arm": "optimizer"})
 atomic_write_text(Path(out.table), tables.latex_table(
-    summary, caption="Digits MLP: final metrics over seeds (mean, sd).", label="tab:core-digits", scale=scale))
+    summary, caption="Digits MLP: final metrics, mean ± sd over seeds.", label="tab:core-digits", scale=scale))
 summary
 
 # %% [markdown]
