@@ -1,0 +1,31 @@
+"""Fuzzy second-order (Bensadok & Babar 2024) workloads. The paper's protocol could not be read (fuzzy.md
+section 3); these follow the dossier's recommended practical protocol: EfficientNet-B3 from scratch."""
+from optrepro.problems.registry import ProblemInfo, register
+
+I = "optrepro.problems.images:"
+
+register(ProblemInfo(
+    name="fuzzy_tinyimagenet_effb3",
+    target=I + "FuzzyTinyImageNetEfficientNetB3",
+    defaults={"full": {"batch_size": 128, "epochs": 30, "eval_every": 1, "weight_decay": 0.0},
+              "smoke": {"batch_size": 64, "epochs": 2, "eval_every": 1, "weight_decay": 0.0}},
+    args={"image_size": 0, "label_smoothing": 0.0},
+    datasets=("tiny_imagenet",),
+    papers=("fuzzy",),
+    cost_per_epoch_s={"full": 120.0, "smoke": 0.5},
+    gpu=True,
+    description="timm efficientnet_b3 (pretrained=False) on TinyImageNet 64x64, crop + flip",
+))
+
+register(ProblemInfo(
+    name="fuzzy_imagenet_effb3",
+    target=I + "FuzzyImageNetEfficientNetB3",
+    defaults={"full": {"batch_size": 256, "epochs": 30, "eval_every": 1, "weight_decay": 0.0},
+              "smoke": {"batch_size": 64, "epochs": 2, "eval_every": 1, "weight_decay": 0.0}},
+    args={"image_size": 0, "label_smoothing": 0.0},
+    datasets=("imagenet",),
+    papers=("fuzzy",),
+    cost_per_epoch_s={"full": 3600.0, "smoke": 0.5},
+    gpu=True,
+    description="timm efficientnet_b3 on ImageNet-1k; full scale NOT IMPLEMENTED (needs a streaming JPEG pipeline)",
+))
