@@ -72,7 +72,7 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
               schedule: Mapping[str, Any] | None = None, controllers: Iterable[Mapping[str, Any]] = (),
               seed: int = 0, init_seed: int | None = None, data_seed: int | None = None,
               noise_seed: int | None = None, epochs: int | None = None, batch_size: int | None = None,
-              grad_accum: int = 1, eval_every: int | None = None, device: str = "cpu",
+              grad_accum: int | None = None, eval_every: int | None = None, device: str = "cpu",
               precision: str = "fp32", problem_args: Mapping[str, Any] | None = None,
               tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A fully resolved spec. Every name is checked against its registry before any compute is spent."""
@@ -117,7 +117,7 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
         "noise_seed": int(seed if noise_seed is None else noise_seed),
         "epochs": int(epochs if epochs is not None else defaults["epochs"]),
         "batch_size": int(batch_size if batch_size is not None else defaults["batch_size"]),
-        "grad_accum": int(grad_accum),
+        "grad_accum": int(grad_accum if grad_accum is not None else defaults.get("grad_accum", 1)),
         "eval_every": int(eval_every if eval_every is not None else defaults.get("eval_every", 1)),
         "tags": dict(tags or {}),
     }

@@ -102,11 +102,13 @@ def evaluate(problem, model, split, batch_size: int, device, spec) -> dict[str, 
     sums: dict[str, float] = {}
     count = 0
     carry = problem.init_carry(batch_size, device)
+    # Carried state needs full batches, and DeepOBS problems drop the partial last batch too.
+    drop_last = carry is not None or getattr(problem, "drop_last_eval", False)
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)))
+        if drop_last and len(index) != batch_size:
+            break
         batch = split.batch(index.to(split.tensors[0].device))
-        if carry is not None and len(index) != batch_size:
-            break  # carried state needs full batches (DeepOBS drops the remainder too)
         with _autocast(spec, device):
             out = problem.forward(model, batch, carry)
         carry = out.carry
@@ -139,7 +141,10 @@ class Trainer:
         self.device = _device(spec)
         self.problem = problems.get(spec["problem"], spec["scale"], **spec["problem_args"])
         self.splits = _splits_on(self.problem, self.device)
-        self.eval_batch_size = eval_batch_size or max(spec["batch_size"], 256)
+        # Problems that drop partial batches (DeepOBS) evaluate in training batches, as DeepOBS does; others
+        # in a multiple of it (carried state, e.g. the char-RNN, needs whole multiples of the training batch).
+        multiple = 1 if getattr(self.problem, "drop_last_eval", False) else max(1, 256 // spec["batch_size"])
+        self.eval_batch_size = eval_batch_size or spec["batch_size"] * multiple
         torch.manual_seed(spec["init_seed"])
         self.model = self.problem.build_model().to(self.device)
         self.model.train()

@@ -84,7 +84,7 @@ def grid_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[
                     paper=pconfig["paper"], problem=exp["problem"], scale=scale, optimizer=arm["name"],
                     hparams=arm.get("hparams"), schedule=exp.get("schedule"), controllers=exp.get("controllers", ()),
                     seed=seed, epochs=exp.get("epochs"), batch_size=exp.get("batch_size"),
-                    grad_accum=exp.get("grad_accum", 1), eval_every=exp.get("eval_every"),
+                    grad_accum=exp.get("grad_accum"), eval_every=exp.get("eval_every"),
                     device=global_config.get("device", "cuda") if scale == "full" else "cpu",
                     precision=exp.get("precision", "fp32"), problem_args=exp.get("problem_args"),
                     tags={"experiment": exp["name"], "arm": arm.get("label", arm["name"]), "seed": seed,
