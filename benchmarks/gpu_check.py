@@ -1,0 +1,55 @@
+"""Every GPU check in one command (`make gpu-check`), at most about 9 minutes, no network needed.
+
+Runs the GPU-marked tests, the optimizer step benchmark on CUDA, and the data pipeline benchmark when it
+exists; writes benchmarks/gpu/<torch>-cuda<version>-<gpu>.md labelled with the torch and CUDA versions found,
+and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
+wheels from .whl/ with --no-deps first.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(title: str, cmd: list[str], timeout: int) -> str:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out, status = proc.stdout + proc.stderr, f"exit {proc.returncode}"
+    except subprocess.TimeoutExpired as exc:
+        out, status = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else str(exc.stdout or ""), "timed out"
+    elapsed = time.perf_counter() - t0
+    print(f"== {title}: {status} in {elapsed:.0f} s", flush=True)
+    return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
+
+
+def main() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu-check: torch sees no CUDA device; nothing to check", file=sys.stderr)
+        return 1
+    gpu = torch.cuda.get_device_name(0)
+    label = f"torch{torch.__version__}-cuda{torch.version.cuda}-{re.sub(r'[^A-Za-z0-9]+', '_', gpu)}"
+    py = sys.executable
+    sections = [f"# GPU check: {label}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}, "
+                f"cuDNN {torch.backends.cudnn.version()}, {gpu}\n"]
+    sections.append(run("GPU tests", [py, "-m", "pytest", "-m", "gpu", "-q", "tests/test_gpu.py"], 240))
+    sections.append(run("Optimizer step time on CUDA", [py, "benchmarks/optim_step.py", "--device", "cuda"], 180))
+    if (ROOT / "benchmarks" / "data_pipeline.py").exists():
+        sections.append(run("Input pipeline throughput", [py, "benchmarks/data_pipeline.py", "--device", "cuda"], 90))
+    report = "\n".join(sections)
+    out = ROOT / "benchmarks" / "gpu" / f"{label}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
