@@ -202,3 +202,43 @@ def test_total_steps_is_filled_from_the_run_length(tmp_path):
     assert s["optimizer"]["hparams"]["total_steps"] is None
     run_one(s, tmp_path)
     assert deterministic(tmp_path, s)["steps"] == 1197 // 64
+
+
+def test_sigterm_writes_a_checkpoint_mid_epoch_and_the_run_resumes_identically(tmp_path):
+    s = spec(epochs=20, problem_args={"dropout": 0.3})
+    run_one(s, tmp_path / "reference")  # pays the one-off costs (dataset load) the forked child inherits
+    reference = deterministic(tmp_path / "reference", s)
+    t0 = time.perf_counter()
+    run_one(s, tmp_path / "timing")
+    duration = time.perf_counter() - t0
+
+    def child():
+        torch.set_num_threads(1)
+        run_one(s, tmp_path / "k", checkpoint_every_s=1e9)  # no timed checkpoints: only the signal writes one
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    time.sleep(0.5 * duration)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join()
+    run_dir = tmp_path / "k" / "runs" / run_id(s)
+    assert proc.exitcode != 0 and (run_dir / CHECKPOINT).exists() and not (run_dir / RESULT).exists()
+    state = torch.load(run_dir / CHECKPOINT, weights_only=True)
+    assert state["progress"]["global_step"] > 0
+    run_one(s, tmp_path / "k")
+    assert deterministic(tmp_path / "k", s) == reference
+    assert load_result(run_dir)["volatile"]["resumes"] == 1
+
+
+def test_deferred_spec_is_resolved_from_its_dependency_at_run_time(tmp_path):
+    from optrepro.plan import DeferredSpec
+
+    winner = tmp_path / "best.json"
+    template = dict(paper="core", problem="digits_mlp", scale="smoke", optimizer="sgd", seed=4, epochs=1)
+    entry = DeferredSpec(key="core/digits/sgd/best", template=template, depends_on=str(winner),
+                         resolver="hparams_from", tags={"stage": "rerun"}).to_json()
+    winner.write_text(json.dumps({"hparams": {"lr": 0.05}}))
+    assert run_batch([entry], tmp_path / "r") == 0
+    resolved = make_spec(**template, hparams={"lr": 0.05})
+    result = load_result(tmp_path / "r" / "runs" / run_id(resolved))
+    assert result["spec"]["optimizer"]["hparams"]["lr"] == 0.05 and result["spec"]["tags"]["stage"] == "rerun"

@@ -6,6 +6,7 @@ the tests that need its outputs reuse them.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,3 +149,16 @@ def test_editing_a_result_file_changes_the_table(smoke_dag, tmp_path):
     proc = snakemake(wd, "--config", "scale=smoke", "--forcerun", "core_report")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table.read_text() != before
+
+
+def test_data_target_plans_one_job_per_source_even_without_imagenet(tmp_path):
+    from optrepro.data import sources
+
+    wd = make_workdir(tmp_path)
+    assert config_of(wd)["imagenet_dir"] is None
+    proc = snakemake(wd, "-n", "data")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-2000:]
+    counts = dict(re.findall(r"^(data_fetch|imagenet_verify)\s+(\d+)$", out, re.M))
+    assert int(counts["data_fetch"]) == len(sources.downloadable())
+    assert int(counts["imagenet_verify"]) == 1

@@ -58,12 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["optimizers", "problems", "schedules", "controllers"])
     lst.set_defaults(func=_cmd_list)
 
-    for module in ("optrepro.workflow", "optrepro.paper", "optrepro.data.commands", "optrepro.report.commands"):
-        try:
-            add = __import__(module, fromlist=["add_commands"]).add_commands
-        except (ImportError, AttributeError):
-            continue  # a part not installed yet keeps the rest of the CLI usable
-        add(sub)
+    from optrepro import paper, workflow
+    from optrepro.data import commands as data_commands
+
+    for module in (workflow, paper, data_commands):
+        module.add_commands(sub)
     return parser
 
 

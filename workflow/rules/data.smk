@@ -41,3 +41,9 @@ rule imagenet_verify:
         f"{DATA_DIR}/logs/imagenet.log",
     shell:
         "optrepro data verify-imagenet {params.directory:q} --root {DATA_DIR:q} > {log:q} 2>&1"
+
+
+rule data:
+    # `snakemake data`: download, verify and prepare every data source (and check ImageNet's directory).
+    input:
+        [data_marker(s) for s in _data_sources.names()],
