@@ -1,4 +1,4 @@
-"""`optrepro run|plan|list|data|report ...` — the commands Snakemake rules call (rules hold no logic)."""
+"""`optrepro run|plan|list|pdf|data ...`: the commands Snakemake rules call (rules hold no logic)."""
 from __future__ import annotations
 
 import argparse
