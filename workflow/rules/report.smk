@@ -12,3 +12,16 @@ rule report_pdf:
         f"paper/build/{SCALE}/latexmk.log",
     shell:
         "optrepro pdf --scale {SCALE} --output {output} > {log} 2>&1"
+
+
+rule ambiguity_registers:
+    # Every paper's ambiguity register, as the report's appendix.
+    input:
+        sorted(str(p) for p in Path("paper/ambiguity").glob("*.yaml")),
+    output:
+        f"paper/tables/{SCALE}/ambiguity.tex",
+    shell:
+        "optrepro registers --scale {SCALE} --output {output}"
+
+
+REPORT_INPUTS.append(rules.ambiguity_registers.output[0])
