@@ -71,7 +71,7 @@ def main() -> None:
         cached_s, cached_gb = timed(snake, wd)
         shutil.rmtree(wd / "results" / "full" / "plans")
         replan_s, replan_gb = timed(snake, wd)
-    print(f"| runs | batch jobs | `optrepro plan` | `snakemake -n` (plan cached) | `snakemake -n` (re-plan) | peak RSS |")
+    print("| runs | batch jobs | `optrepro plan` | `snakemake -n` (plan cached) | `snakemake -n` (re-plan) | peak RSS |")
     print("|---|---|---|---|---|---|")
     print(f"| {args.runs} | {n_batches} | {plan_s:.1f} s | {cached_s:.1f} s | {replan_s:.1f} s | "
           f"{max(plan_gb, cached_gb, replan_gb):.2f} GB |")

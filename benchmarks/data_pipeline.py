@@ -76,7 +76,7 @@ def main() -> None:
     sync(args.device)
     staged_rate = steps * args.batch_size / (time.perf_counter() - t0)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"
-    print(f"| device | batch | steps | loop (images/s) | pre-staged tensors (images/s) | ratio |")
+    print("| device | batch | steps | loop (images/s) | pre-staged tensors (images/s) | ratio |")
     print("|---|---|---|---|---|---|")
     print(f"| {name} | {args.batch_size} | {steps} | {loop_rate:.0f} | {staged_rate:.0f} | {loop_rate / staged_rate:.2f} |")
 

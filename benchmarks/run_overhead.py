@@ -29,8 +29,8 @@ def main() -> None:
         total = time.perf_counter() - t0
     assert rc == 0
     rest = sorted(times[1:])
-    print(f"| runs | first run (imports, data) | median per run | p90 per run | whole batch |")
-    print(f"|---|---|---|---|---|")
+    print("| runs | first run (imports, data) | median per run | p90 per run | whole batch |")
+    print("|---|---|---|---|---|")
     print(f"| {args.runs} | {times[0]:.3f} s | {statistics.median(rest):.4f} s | "
           f"{rest[int(0.9 * len(rest))]:.4f} s | {total:.1f} s |")
 

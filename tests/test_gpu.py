@@ -26,7 +26,7 @@ def test_a_cuda_run_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("OPTREPRO_GPU", "0"))
     s = cuda_spec(problem_args={"dropout": 0.2})
     a = run_one(s, tmp_path / "a")
-    b = run_one(s, tmp_path / "b")
+    run_one(s, tmp_path / "b")
     ra, rb = (load_result(tmp_path / d / "runs" / run_id(s)) for d in "ab")
     assert ra["deterministic"] == rb["deterministic"] and a["status"] == "ok"
     assert ra["volatile"]["provenance"]["gpu"]

@@ -14,7 +14,7 @@ and sampling noise replay exactly when a closure evaluates the same batch again.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
