@@ -67,6 +67,13 @@ EXPERIMENT_KEYS = {"name", "problem", "problem_args", "optimizers", "seeds", "sc
 ARM_KEYS = {"label", "name", "hparams"}
 
 
+def _device(problem: str, scale: str, global_config: Mapping[str, Any]) -> str:
+    """Full-scale runs of problems that want a GPU use the configured device; everything else the CPU."""
+    if scale == "full" and problems.info(problem).gpu:
+        return global_config.get("device", "cuda")
+    return "cpu"
+
+
 @register_planner("grid")
 def grid_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list[dict]:
     """Every experiment x optimizer arm x seed. Arms of one experiment share seeds, so tests can be paired."""
@@ -85,7 +92,7 @@ def grid_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[
                     hparams=arm.get("hparams"), schedule=exp.get("schedule"), controllers=exp.get("controllers", ()),
                     seed=seed, epochs=exp.get("epochs"), batch_size=exp.get("batch_size"),
                     grad_accum=exp.get("grad_accum"), eval_every=exp.get("eval_every"),
-                    device=global_config.get("device", "cuda") if scale == "full" else "cpu",
+                    device=_device(exp["problem"], scale, global_config),
                     precision=exp.get("precision", "fp32"), problem_args=exp.get("problem_args"),
                     tags={"experiment": exp["name"], "arm": arm.get("label", arm["name"]), "seed": seed,
                           "stage": exp.get("stage", "main")}))
