@@ -3,22 +3,34 @@
     python benchmarks/optim_step.py                       # every registered optimizer that needs no closure
     python benchmarks/optim_step.py adam adabelief        # a subset
     python benchmarks/optim_step.py --smoke               # 1 M parameters in 20 tensors, fewer steps
+    python benchmarks/optim_step.py --compile adabelief   # also the compiled path (factories taking compile=)
+    python benchmarks/optim_step.py --compile --cold-compile ...   # with an empty inductor cache
 
 Only the step is timed: gradients are fixed random tensors set once (no forward/backward). Prints a markdown
 table: ms per step, the ratio to torch's fastest Adam (for-loop, foreach and fused are measured), and, where
-torch implements the same algorithm, the ratio to torch's fastest implementation of it.
+torch implements the same algorithm, the ratio to torch's fastest implementation of it. With --compile, rows whose
+factory takes `compile` also time the compiled path in the same interleaved blocks, and report its compile time
+(seconds spent compiling kernels first needed by that row, in this process; "cold" with an empty inductor cache).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import platform
-import statistics
+import sys
+import tempfile
 import time
 
-import torch
-from torch import nn
+if "--cold-compile" in sys.argv:  # before torch is imported: inductor reads its cache location once
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optrepro-inductor-")
 
-from optrepro import optim
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from optrepro import optim  # noqa: E402
+from optrepro.optim import _compiled  # noqa: E402
+from optrepro.registry import import_target  # noqa: E402
 
 
 def make_model(total: int, tensors: int, device: str, seed: int = 0) -> nn.Module:
@@ -56,13 +68,24 @@ def torch_fastest(name: str):
     return variants
 
 
+WARMUP_STEPS = 5  # >= Lookahead's default k, so its synchronisation kernel is compiled before timing
+
+
+def compiled_maker(name: str):
+    """A factory for `name`'s compiled path, or None where its factory has no `compile` argument."""
+    factory = import_target(optim.info(name).target)
+    if "compile" not in inspect.signature(factory).parameters:
+        return None
+    return lambda model: factory(model.parameters(), **optim.resolve_hparams(name, {}), compile=True)
+
+
 def time_interleaved(model: nn.Module, makers: dict, steps: int, repeats: int, device: str) -> dict[str, float]:
     """Seconds per step for each optimizer: the minimum over `repeats` blocks of `steps` steps, the blocks of
     all optimizers interleaved so that load from other processes hits them alike (this CPU is shared)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     optimizers = {label: make(model) for label, make in makers.items()}
-    for opt in optimizers.values():  # warm-up: state allocation, first-call dispatch
-        for _ in range(2):
+    for opt in optimizers.values():  # warm-up: state allocation, first-call dispatch, compilation
+        for _ in range(WARMUP_STEPS):
             opt.step()
     samples: dict[str, list[float]] = {label: [] for label in optimizers}
     for _ in range(repeats):
@@ -88,6 +111,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="1e6 parameters in 20 tensors, 2 blocks x 3 steps")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the compiled path (compile=True) of factories that take it")
+    parser.add_argument("--cold-compile", action="store_true",
+                        help="with --compile: an empty inductor cache, so compile times are cold")
     args = parser.parse_args(argv)
     for name in args.names:
         info = optim.info(name)  # unknown names fail here, with the valid choices
@@ -110,22 +137,39 @@ def main(argv=None) -> None:
         reference = torch_fastest(name) or {}
         makers = {"ours": (lambda model, name=name: optim.build(name, model)),
                   "adam": adam_make, **{f"ref {label}": make for label, make in reference.items()}}
+        compiled = compiled_maker(name) if args.compile else None
+        if compiled is not None:
+            makers["compiled"] = compiled
+        compile_before = _compiled.total_compile_seconds()
         timings = run(makers)
+        compile_seconds = _compiled.total_compile_seconds() - compile_before
         ref = {label[4:]: t for label, t in timings.items() if label.startswith("ref ")}
         ref_label = min(ref, key=ref.get) if ref else ""
-        rows.append((name, timings["ours"], timings["adam"], ref_label, ref.get(ref_label)))
+        rows.append((name, timings, compile_seconds, ref_label, ref.get(ref_label)))
 
+    cache = "cold (empty inductor cache)" if args.cold_compile else "warm or cold (inductor cache as found)"
     print(f"device {args.device} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
           f"threads {args.threads}, {n_params / 1e6:.2f} M parameters in {args.tensors} tensors, "
-          f"min of {args.repeats} interleaved blocks x {args.steps} steps; compile: off\n")
+          f"min of {args.repeats} interleaved blocks x {args.steps} steps; "
+          f"compile: {'on, ' + cache if args.compile else 'off'}\n")
     print("torch Adam: " + ", ".join(f"{label} {s * 1e3:.2f} ms" for label, s in adam.items())
           + f"; each row's ratio uses torch Adam {adam_label} timed in the same interleaved blocks\n")
-    print("| optimizer | ms/step | / torch's fastest Adam | torch's fastest same algorithm | / that |")
-    print("|---|---:|---:|---|---:|")
-    for name, seconds, adam_seconds, ref_label, ref_seconds in rows:
+    compiled_columns = " compiled ms/step | / torch's fastest Adam | compile s |" if args.compile else ""
+    print(f"| optimizer | ms/step | / torch's fastest Adam |{compiled_columns} torch's fastest same algorithm "
+          f"| / that |")
+    print("|---|---:|---:|" + ("---:|---:|---:|" if args.compile else "") + "---|---:|")
+    for name, timings, compile_seconds, ref_label, ref_seconds in rows:
+        seconds, adam_seconds = timings["ours"], timings["adam"]
         same = f"{ref_label} {ref_seconds * 1e3:.2f} ms" if ref_seconds else "none"
         ratio = f"{seconds / ref_seconds:.2f}" if ref_seconds else "-"
-        print(f"| {name} | {seconds * 1e3:.2f} | {seconds / adam_seconds:.2f} | {same} | {ratio} |")
+        compiled = ""
+        if args.compile:
+            if "compiled" in timings:
+                compiled = (f" {timings['compiled'] * 1e3:.2f} | {timings['compiled'] / adam_seconds:.2f} "
+                            f"| {compile_seconds:.1f} |")
+            else:
+                compiled = " - | - | - |"
+        print(f"| {name} | {seconds * 1e3:.2f} | {seconds / adam_seconds:.2f} |{compiled} {same} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Own optimizers follow torch/optim/adam.py: `step()` gathers, per param group, the parameters that have a
 gradient and their state, then runs either the single-tensor path (a Python loop, the readable reference)
-or the foreach path (torch._foreach_* over tensors grouped by device and dtype, the fast one). The two
-paths compute the same formula with the same operations, so they agree to rounding.
+or the foreach path (torch._foreach_* over tensors grouped by device and dtype). The two paths compute the
+same formula with the same operations, so they agree to rounding. With `compile=True` a third path runs the
+optimizer's fused kernel (optim/_compiled.py: one torch.compile'd elementwise pass per tensor, the fast one on
+CPU and GPU); it agrees with the others to rounding, and tensors it cannot take fall back to them.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 from torch.optim.optimizer import Optimizer
+
+from optrepro.optim import _compiled
 
 # torch classes that have a fused kernel (one pass over the memory per step) on some device
 _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
@@ -45,7 +49,40 @@ def default_foreach(params: list[torch.Tensor]) -> bool:
 
 
 class OwnOptimizer(Optimizer):
-    """Base for optrepro's own optimizers: closure handling, grad gathering, foreach dispatch."""
+    """Base for optrepro's own optimizers: closure handling, grad gathering, foreach/compiled dispatch.
+
+    `compile` (an instance setting, not a hyperparameter: it is not in param groups or state_dict) is False,
+    True (torch.compile with inductor) or a torch.compile backend name; subclasses that support it set
+    `kernel_name`, `kernel_state_keys` and `_kernel_row`.
+    """
+
+    kernel_name: str | None = None  # optim/_compiled.py KERNELS key
+    kernel_state_keys: tuple[str, ...] = ()  # state tensors passed to the kernel after params and grads
+
+    def __init__(self, params, defaults: dict[str, Any], compile: bool | str = False):
+        super().__init__(params, defaults)
+        self.compile_backend = _compiled.backend_of(compile)
+        if self.compile_backend is not None and self.kernel_name is None:
+            raise ValueError(f"{type(self).__name__} has no compiled path (compile={compile!r})")
+
+    def _kernel_row(self, group: dict[str, Any], step: int) -> list[float]:
+        """The kernel's scalars for one tensor at `step` (see the kernel's docstring)."""
+        raise NotImplementedError
+
+    def _update_compiled(self, group, params, grads, states) -> tuple[list, list, list]:
+        """Run the fused kernel on the tensors it takes; return (params, grads, states) of the rest."""
+        lists = [params, grads, *([s[k] for s in states] for k in self.kernel_state_keys)]
+        take, rest = _compiled.split_compilable(lists)
+        if take:
+            rows_by_step: dict[int, list[float]] = {}
+            for i in take:
+                step = states[i]["step"]
+                if step not in rows_by_step:
+                    rows_by_step[step] = self._kernel_row(group, step)
+            rows = [rows_by_step[states[i]["step"]] for i in take]
+            kernel = _compiled.fused_kernel(self.kernel_name, self.compile_backend)
+            _compiled.run(kernel, [[ts[i] for i in take] for ts in lists] if rest else lists, rows)
+        return [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest]
 
     # subclasses: state keys created zero-filled on the first step (others via `_init_state`)
     def _init_state(self, group: dict[str, Any], p: torch.Tensor, state: dict[str, Any]) -> None:
@@ -77,6 +114,8 @@ class OwnOptimizer(Optimizer):
                 params.append(p)
                 grads.append(p.grad)
                 states.append(state)
+            if self.compile_backend is not None:
+                params, grads, states = self._update_compiled(group, params, grads, states)
             if not params:
                 continue
             foreach = group.get("foreach")

@@ -10,6 +10,8 @@ multiplied by r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rh
 Crowded Valley's ICML runs logged only lr, betas and eps = 1e-14 (the TF package's eps scale); whether
 rectification was on is not recorded. Default here: off (the paper's algorithm); the other reading is rectify=True.
 Weight decay is coupled L2 (g += wd * theta), as in torch.optim.Adam.
+`compile=True` runs the fused kernel of optim/_compiled.py (one pass over memory per tensor, about torch's fused
+Adam's speed; benchmarks/RESULTS.md); the eager paths stay the reference.
 """
 from __future__ import annotations
 
@@ -31,13 +33,16 @@ def _rectification(beta2: float, step: int) -> float | None:
 
 
 class AdaBelief(OwnOptimizer):
+    kernel_name = "adabelief"
+    kernel_state_keys = ("exp_avg", "exp_avg_var")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-14, weight_decay=0.0, rectify=False, *,
-                 foreach=None):
+                 foreach=None, compile=False):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"invalid AdaBelief hyperparameters: lr={lr}, betas={betas}, eps={eps}, "
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      rectify=rectify, foreach=foreach))
+                                      rectify=rectify, foreach=foreach), compile=compile)
 
     def _init_state(self, group, p, state):
         state["step"] = 0
@@ -55,6 +60,15 @@ class AdaBelief(OwnOptimizer):
                 return None, None
             step_size *= r
         return step_size, 1 / math.sqrt(1 - beta2 ** step)
+
+    def _kernel_row(self, group, step):
+        beta1, beta2 = group["betas"]
+        step_size, inv_sqrt_bc2 = self._scalars(group, step)
+        momentum_step = group["lr"] / (1 - beta1 ** step)
+        adaptive = step_size is not None
+        return [group["weight_decay"], 1 - beta1, beta2, 1 - beta2, group["eps"],
+                inv_sqrt_bc2 if adaptive else 0.0, -step_size if adaptive else 0.0, -momentum_step,
+                1.0 if adaptive else 0.0]
 
     def _update_single(self, group, params, grads, states):
         beta1, beta2 = group["betas"]

@@ -8,6 +8,7 @@
 
 `base_lr` is the group's lr at construction, stored in the param group so it survives state_dict round trips
 (the authors' code keeps it outside the state and loses it on resume). Weight decay is coupled L2.
+`compile=True` runs the fused kernel of optim/_compiled.py; the eager paths stay the reference.
 """
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ from optrepro.optim._base import OwnOptimizer, grouped
 
 class AdaBound(OwnOptimizer):
     amsbound = False
+    kernel_name = "adabound"
+    kernel_state_keys = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), final_lr=0.1, gamma=1e-3, eps=1e-8,
-                 weight_decay=0.0, *, foreach=None):
+                 weight_decay=0.0, *, foreach=None, compile=False):
         if lr <= 0 or final_lr < 0 or gamma <= 0 or eps < 0 or weight_decay < 0 \
                 or not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"invalid {type(self).__name__} hyperparameters: lr={lr}, betas={betas}, "
                              f"final_lr={final_lr}, gamma={gamma}, eps={eps}, weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), final_lr=final_lr, gamma=gamma, eps=eps,
-                                      weight_decay=weight_decay, foreach=foreach))
+                                      weight_decay=weight_decay, foreach=foreach), compile=compile)
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
@@ -51,6 +54,11 @@ class AdaBound(OwnOptimizer):
         lower = final_lr * (1 - 1 / (group["gamma"] * step + 1))
         upper = final_lr * (1 + 1 / (group["gamma"] * step))
         return step_size, lower, upper
+
+    def _kernel_row(self, group, step):
+        beta1, beta2 = group["betas"]
+        step_size, lower, upper = self._scalars(group, step)
+        return [group["weight_decay"], 1 - beta1, beta2, 1 - beta2, group["eps"], step_size, lower, upper]
 
     def _update_single(self, group, params, grads, states):
         beta1, beta2 = group["betas"]
@@ -103,3 +111,5 @@ class AMSBound(AdaBound):
     """AdaBound on the running maximum of v (AMSGrad-style)."""
 
     amsbound = True
+    kernel_name = "amsbound"
+    kernel_state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")

@@ -6,6 +6,10 @@ returns one of optrepro's classes. `semantics="tf1"` selects what TensorFlow 1.x
 computes, "torch" what torch.optim computes; see tf1.py for the formulas. Hyperparameter names follow torch
 (alpha = RMSProp decay, rho = AdaDelta decay), except that Adam-type betas are split into beta1 and beta2 so
 each can be tuned alone.
+
+`compile` (keyword-only, not a hyperparameter: the registry does not pass it and run ids do not include it) turns
+on the fused torch.compile'd kernels of AdaBelief, AdaBound, AMSBound and Lookahead(RAdam) (optim/_compiled.py);
+their numbers agree with the eager paths to float rounding. Off by default: compiling costs seconds per process.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from optrepro.optim._base import as_param_list, fastest_torch_kwargs
 from optrepro.optim.adabelief import AdaBelief as _AdaBelief
 from optrepro.optim.adabound import AdaBound as _AdaBound, AMSBound as _AMSBound
 from optrepro.optim.lookahead import Lookahead
+from optrepro.optim.radam import RAdam as _RAdam
 from optrepro.optim.tf1 import EpsHatAdam, TF1Nadam, TF1RMSprop
 from optrepro.registry import unknown
 
@@ -78,19 +83,19 @@ def radam(params, lr, beta1, beta2, eps, weight_decay):
                              **fastest_torch_kwargs(params, False))
 
 
-def adabelief(params, lr, beta1, beta2, eps, weight_decay, rectify):
+def adabelief(params, lr, beta1, beta2, eps, weight_decay, rectify, *, compile=False):
     return _AdaBelief(as_param_list(params), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
-                      rectify=rectify)
+                      rectify=rectify, compile=compile)
 
 
-def adabound(params, lr, beta1, beta2, final_lr, gamma, eps, weight_decay):
+def adabound(params, lr, beta1, beta2, final_lr, gamma, eps, weight_decay, *, compile=False):
     return _AdaBound(as_param_list(params), lr=lr, betas=(beta1, beta2), final_lr=final_lr, gamma=gamma,
-                     eps=eps, weight_decay=weight_decay)
+                     eps=eps, weight_decay=weight_decay, compile=compile)
 
 
-def amsbound(params, lr, beta1, beta2, final_lr, gamma, eps, weight_decay):
+def amsbound(params, lr, beta1, beta2, final_lr, gamma, eps, weight_decay, *, compile=False):
     return _AMSBound(as_param_list(params), lr=lr, betas=(beta1, beta2), final_lr=final_lr, gamma=gamma,
-                     eps=eps, weight_decay=weight_decay)
+                     eps=eps, weight_decay=weight_decay, compile=compile)
 
 
 def adadelta(params, lr, rho, eps, weight_decay):
@@ -117,9 +122,15 @@ def rmsprop(params, lr, alpha, eps, momentum, centered, weight_decay, semantics)
                                weight_decay=weight_decay, **fastest_torch_kwargs(params, False))
 
 
-def lookahead_momentum(params, lr, momentum, alpha, k, weight_decay):
-    return Lookahead(_torch_sgd(params, lr, momentum, False, weight_decay), alpha=alpha, k=k)
+def lookahead_momentum(params, lr, momentum, alpha, k, weight_decay, *, compile=False):
+    """Lookahead around torch's SGD (fused); compile fuses only the slow-weight synchronisation."""
+    return Lookahead(_torch_sgd(params, lr, momentum, False, weight_decay), alpha=alpha, k=k, compile=compile)
 
 
-def lookahead_radam(params, lr, beta1, beta2, eps, alpha, k, weight_decay):
-    return Lookahead(radam(params, lr, beta1, beta2, eps, weight_decay), alpha=alpha, k=k)
+def lookahead_radam(params, lr, beta1, beta2, eps, alpha, k, weight_decay, *, compile=False):
+    """Lookahead around optrepro's RAdam: torch.optim.RAdam's formula (tests compare them) with fewer eager ops
+    and a fused compiled kernel, which torch's RAdam lacks; the same class either way, so checkpoints do not
+    depend on `compile`."""
+    inner = _RAdam(as_param_list(params), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                   compile=compile)
+    return Lookahead(inner, alpha=alpha, k=k, compile=compile)

@@ -7,6 +7,8 @@ moments) is kept across synchronisations (the paper's default; the alternative, 
 `param_groups` is the inner optimizer's list, so LR schedulers and add_param_group act on the inner
 optimizer; each group also carries its own `alpha` and `k`. state_dict = the inner state_dict (its groups carry
 alpha/k) plus the slow weights and the step counter, so a resumed run continues bit-identically.
+`compile=True` fuses the synchronisation (lerp + copy) into one compiled pass per tensor (optim/_compiled.py);
+the inner optimizer's speed is its own (lookahead_radam(compile=True) wraps optrepro's compiled RAdam).
 """
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from typing import Any
 import torch
 from torch.optim.optimizer import Optimizer
 
+from optrepro.optim import _compiled
 from optrepro.optim._base import default_foreach, grouped
 
 
 class Lookahead(Optimizer):
-    def __init__(self, inner: Optimizer, alpha: float = 0.5, k: int = 5, *, foreach: bool | None = None):
+    def __init__(self, inner: Optimizer, alpha: float = 0.5, k: int = 5, *, foreach: bool | None = None,
+                 compile: bool | str = False):
         if not isinstance(inner, Optimizer):
             raise TypeError(f"Lookahead wraps a torch.optim.Optimizer, got {type(inner).__name__}")
         if not 0.0 <= alpha <= 1.0 or int(k) != k or k < 1:
@@ -28,6 +32,7 @@ class Lookahead(Optimizer):
         self.inner = inner
         self.defaults = {**inner.defaults, "alpha": alpha, "k": int(k)}
         self.foreach = foreach
+        self.compile_backend = _compiled.backend_of(compile)
         self.lookahead_step = 0
         self.slow: dict[torch.Tensor, torch.Tensor] = {}
         for group in inner.param_groups:
@@ -75,6 +80,15 @@ class Lookahead(Optimizer):
                 continue
             fast = list(group["params"])
             slow = [self.slow[p] for p in fast]
+            if self.compile_backend is not None:
+                take, rest = _compiled.split_compilable([fast, slow])
+                if take:
+                    kernel = _compiled.fused_kernel("lookahead_sync", self.compile_backend)
+                    _compiled.run(kernel, [[fast[i] for i in take], [slow[i] for i in take]],
+                                  [[group["alpha"]]] * len(take))
+                fast, slow = [fast[i] for i in rest], [slow[i] for i in rest]
+                if not fast:
+                    continue
             foreach = self.foreach if self.foreach is not None else default_foreach(fast)
             if foreach:
                 for (fs, ss), _ in grouped([fast, slow]):
