@@ -242,3 +242,17 @@ def test_deferred_spec_is_resolved_from_its_dependency_at_run_time(tmp_path):
     resolved = make_spec(**template, hparams={"lr": 0.05})
     result = load_result(tmp_path / "r" / "runs" / run_id(resolved))
     assert result["spec"]["optimizer"]["hparams"]["lr"] == 0.05 and result["spec"]["tags"]["stage"] == "rerun"
+
+
+def test_train_metrics_use_the_problems_train_eval_subset(tmp_path, monkeypatch):
+    from optrepro.problems.digits import DigitsMLP
+
+    full = spec(epochs=1, seed=7)
+    run_one(full, tmp_path / "all")
+    monkeypatch.setattr(DigitsMLP, "train_eval_size", 100)
+    run_one(full, tmp_path / "subset")
+    a, b = deterministic(tmp_path / "all", full), deterministic(tmp_path / "subset", full)
+    assert a["final"]["test"] == b["final"]["test"]  # training and the other splits are untouched
+    assert a["final"]["train"] != b["final"]["train"]
+    # 100 examples: accuracy is a multiple of 1/100
+    assert round(b["final"]["train"]["accuracy"] * 100, 6) == round(b["final"]["train"]["accuracy"] * 100)

@@ -96,7 +96,9 @@ def _autocast(spec, device):
 
 
 @torch.no_grad()
-def evaluate(problem, model, split, batch_size: int, device, spec) -> dict[str, float]:
+def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | None = None) -> dict[str, float]:
+    """Mean metrics over the first `limit` examples of `split` (all by default), in order, unaugmented."""
+    n = len(split) if limit is None else min(limit, len(split))
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -104,8 +106,8 @@ def evaluate(problem, model, split, batch_size: int, device, spec) -> dict[str, 
     carry = problem.init_carry(batch_size, device)
     # Carried state needs full batches, and DeepOBS problems drop the partial last batch too.
     drop_last = carry is not None or getattr(problem, "drop_last_eval", False)
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)))
+    for start in range(0, n, batch_size):
+        index = torch.arange(start, min(start + batch_size, n))
         if drop_last and len(index) != batch_size:
             break
         batch = split.batch(index.to(split.tensors[0].device))
@@ -229,8 +231,9 @@ class Trainer:
         for split_name in ("train", "valid", "test"):
             if split_name not in self.splits:
                 continue
+            limit = self.problem.train_eval_size if split_name == "train" else None
             values = evaluate(self.problem, self.model, self.splits[split_name], self.eval_batch_size,
-                              self.device, self.spec)
+                              self.device, self.spec, limit)
             self.final[split_name] = values
             best = self.best.setdefault(split_name, {})
             for metric, value in values.items():

@@ -22,10 +22,11 @@ register(ProblemInfo(
     target=I + "FuzzyImageNetEfficientNetB3",
     defaults={"full": {"batch_size": 256, "epochs": 30, "eval_every": 1, "weight_decay": 0.0},
               "smoke": {"batch_size": 64, "epochs": 2, "eval_every": 1, "weight_decay": 0.0}},
-    args={"image_size": 0, "label_smoothing": 0.0},
+    args={"image_size": 0, "label_smoothing": 0.0, "train_crop": "random_resized", "valid_images": 10_000},
     datasets=("imagenet",),
     papers=("fuzzy",),
     cost_per_epoch_s={"full": 3600.0, "smoke": 0.5},
     gpu=True,
-    description="timm efficientnet_b3 on ImageNet-1k; full scale NOT IMPLEMENTED (needs a streaming JPEG pipeline)",
+    description="timm efficientnet_b3 (pretrained=False) on ImageNet-1k, JPEGs decoded per batch: "
+                "RandomResizedCrop 300 + flip; Resize 320 + CenterCrop 300 (bicubic)",
 ))

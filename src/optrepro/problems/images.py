@@ -6,6 +6,8 @@ normalisation. Images are decoded once into uint8 NCHW tensors; augmentation (ra
 flip, cutout) runs vectorised on the batch's device with the loop's generator; resizing (for EfficientNets)
 and normalisation happen in `forward`, so evaluation batches get them too.
 
+ImageNet-1k is the exception at full scale: its JPEG files are decoded per batch (optrepro.problems.imagenet).
+
 Smoke scale: 16x16 images (scikit-learn digits for 10 classes, generated templates otherwise) and the same
 model families at toy size (torchvision ResNet(BasicBlock, [1,1,1,1]), timm test_efficientnet, ConvNet base 8).
 """
@@ -288,28 +290,73 @@ class NOSCaltech101(NOSFineTune):
     valid_size: ClassVar[int] = 500
 
 
-# --- ImageNet: not implemented at full scale ------------------------------------------------------------
+# --- ImageNet (alsals.md section 3, fuzzy.md section 3): JPEG files decoded per batch --------------------
+@dataclass
 class ImageNetProblem(ImageClassification):
-    """ImageNet-1k (ALSALS ResNet-50, fuzzy EfficientNet-B3). The source is a file index of JPEG paths, which
-    needs a streaming, multi-worker decode pipeline: not implemented yet, so full scale fails loudly before
-    any compute. Smoke scale runs the same model family on generated 16x16 images (1000 classes)."""
+    """ImageNet-1k (ALSALS ResNet-50, fuzzy EfficientNet-B3). Full scale streams the verified file index through
+    `optrepro.problems.imagenet.JpegFileSplit` (decode + augment per batch in a thread pool, prefetching the next
+    batches): `train_crop` "random_resized" (RandomResizedCrop) or "resize_random" (Resize + RandomCrop), flip;
+    evaluation Resize + CenterCrop. `image_size` 0 means the class's `crop_size`; the evaluation resize keeps the
+    class's crop/resize ratio. Test = ImageNet's validation set; valid = `valid_images` training images held out
+    by a fixed permutation, or the test set when 0. Smoke scale runs the same model family on generated 16x16
+    images (1000 classes) from tensors, as every other image problem (its augmentation: crop pad 4 + flip)."""
 
     num_classes: ClassVar[int] = 1000
+    source: ClassVar[str] = "imagenet"
+    # Train metrics on the first 50,000 training images (the size of the validation set): evaluating all
+    # 1.28 M every epoch would double the data cost.
+    train_eval_size: ClassVar[int | None] = 50_000
+    crop_size: ClassVar[int] = 224
+    eval_resize: ClassVar[int] = 256
+    interpolation: ClassVar[str] = "bilinear"
+    train_crop: str = "random_resized"
+    valid_images: int = 0
 
-    def full_arrays(self):
-        raise NotImplementedError(f"{self.name}: full-scale ImageNet needs a streaming JPEG pipeline, which "
-                                  "optrepro.problems does not have yet; leave this problem out of the full-scale plan")
+    def __post_init__(self):
+        self.pipeline()  # refuses an unknown train_crop or a bad image_size at every scale, before any data
+        if self.valid_images < 0:
+            raise ValueError(f"valid_images must be >= 0 (0: validate on the test set), got {self.valid_images}")
+
+    def data_args(self) -> dict:
+        return {"image_size": self.image_size, "train_crop": self.train_crop, "valid_images": self.valid_images}
+
+    def pipeline(self):
+        from optrepro.problems.imagenet import JpegTransform
+
+        size = self.image_size or self.crop_size
+        return JpegTransform(size=size, resize=int(round(size * self.eval_resize / self.crop_size)),
+                             train_crop=self.train_crop, interpolation=self.interpolation)
+
+    def load_splits(self) -> dict[str, Split]:
+        if self.scale != "full":
+            return super().load_splits()
+        from optrepro.problems.imagenet import imagenet_splits
+
+        return imagenet_splits(self.pipeline(), self.valid_images)
 
 
+@dataclass
 class ALSALSImageNetResNet50(ImageNetProblem):
+    """The authors' data.py (alsals.md section 3): Resize 256 + RandomCrop 224 + flip; Resize 256 + CenterCrop
+    224 for test; ImageNet normalisation; valid = test, as the ALSALS CIFAR problems (no selection)."""
+
     name: ClassVar[str] = "alsals_imagenet_resnet50"
+    train_crop: str = "resize_random"
 
     def build_model(self) -> nn.Module:
         return torchvision_resnet(50 if self.scale == "full" else 10, self.num_classes)
 
 
+@dataclass
 class FuzzyImageNetEfficientNetB3(ImageNetProblem):
+    """[R] protocol (fuzzy.md section 3): EfficientNet-B3's 300 px, torchvision's B3 evaluation transform
+    (Resize 320 bicubic + CenterCrop 300), RandomResizedCrop(300) + flip, valid = 10,000 training images."""
+
     name: ClassVar[str] = "fuzzy_imagenet_effb3"
+    crop_size: ClassVar[int] = 300
+    eval_resize: ClassVar[int] = 320
+    interpolation: ClassVar[str] = "bicubic"
+    valid_images: int = 10_000
 
     def build_model(self) -> nn.Module:
         return timm_model("efficientnet_b3" if self.scale == "full" else "test_efficientnet", self.num_classes)
