@@ -5,8 +5,9 @@ factor S derived from the model's structure (connection counts or depth).
     opt.factors        # {parameter name: S}
 
 The update is torch's Adam with the learning rate of each tensor multiplied by S. The factors are computed
-once at construction (they are static in the authors' code too) and the parameters of each param group are
-bucketed by distinct factor, so one step is a handful of calls to torch's foreach/fused Adam.
+once at construction (they are static in the authors' code too); each step splits a param group's tensors by
+distinct factor and runs torch's Adam once per factor with lr * S: by default torch's fused kernel where torch
+has one (see CaAdam's docstring for the cost), else torch's functional Adam on the for-loop/foreach path.
 `group["lr"]` stays the *base* LR, so schedulers and ReduceLROnPlateau's min_lr act on the base LR as in Keras.
 
 Strategies (c = connection count of a tensor, c~ / c_min / c_max = median / min / max over the counted tensors,
@@ -54,6 +55,8 @@ import torch
 from torch import nn
 from torch.optim import Adam
 from torch.optim.adam import adam as adam_functional
+
+from optrepro.optim._base import fastest_torch_kwargs
 
 STRATEGIES = ("additive", "multiplicative", "depth")
 MODES = ("described", "reference")
@@ -155,7 +158,16 @@ def caadam_factors(model: nn.Module, strategy: str, mode: str, gamma: float | No
 
 class CaAdam(Adam):
     """Connection-aware Adam. `model` is the nn.Module; `params` optionally gives param groups (a subset or
-    partition of the model's trainable parameters, as for torch.optim.Adam); by default all trainable ones."""
+    partition of the model's trainable parameters, as for torch.optim.Adam); by default all trainable ones.
+
+    Speed: with foreach=None and fused=None (the default) CaAdam takes torch's fused Adam kernel where torch has
+    one for these parameters (CPU and CUDA floating point), else torch's default. On the fused path a step
+    gathers the state once per param group (torch's `_init_group`) and calls `torch._fused_adam_` once per
+    distinct factor with lr * S, skipping the per-call bookkeeping of torch's functional `adam`; with one factor
+    per tensor (depth) that is one kernel call per tensor: on CPU 3-10 us each over one call for all tensors, 3-8%
+    of a 12 ms step of 10 M parameters in 100 tensors (benchmarks/RESULTS.md, "Papers' optimizers").
+    Other paths call torch's functional `adam` once per distinct factor (the readable reference path).
+    """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
@@ -173,27 +185,30 @@ class CaAdam(Adam):
         self.gamma = DEFAULT_GAMMA[strategy] if gamma is None else float(gamma)
         self.factors = caadam_factors(model, strategy, mode, self.gamma, one_d)
         self.connection_table = structure_table(model, mode, one_d)
-        super().__init__(params if params is not None else [p for _, p in _trainable_named(model)], lr=lr,
-                         betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, foreach=foreach,
-                         fused=fused)
+        params = list(params) if params is not None else [p for _, p in _trainable_named(model)]
+        if foreach is None and fused is None:
+            fastest = fastest_torch_kwargs(params, has_fused=True) if params else {}
+            fused = fastest.get("fused")
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         foreach=foreach, fused=fused)
         for group in self.param_groups:
             group.setdefault("eps_hat", eps_hat)
-        factor_of = {id(p): self.factors[name] for name, p in _trainable_named(model)}
-        self._buckets: list[list[tuple[float, list[torch.Tensor]]]] = []
+        self._factor_by_id = {id(p): self.factors[name] for name, p in _trainable_named(model)}
         for group in self.param_groups:
-            buckets: dict[float, list[torch.Tensor]] = {}
             for p in group["params"]:
-                if id(p) not in factor_of:
+                if id(p) not in self._factor_by_id:
                     raise ValueError("CaAdam: a parameter in `params` is not a trainable parameter of `model`")
-                buckets.setdefault(factor_of[id(p)], []).append(p)
-            self._buckets.append(sorted(buckets.items()))
 
     def factor_of(self, p: torch.Tensor) -> float:
-        for buckets in self._buckets:
-            for scale, params in buckets:
-                if any(q is p for q in params):
-                    return scale
-        raise KeyError("parameter not handled by this optimizer")
+        if not any(q is p for group in self.param_groups for q in group["params"]):
+            raise KeyError("parameter not handled by this optimizer")
+        return self._factor_by_id[id(p)]
+
+    @staticmethod
+    def _keras_eps(group: dict, step: float) -> float:
+        """The Keras eps-hat form (eps added to sqrt(v) before the bias correction) is torch's form with
+        eps / sqrt(1 - beta2^t) at step t (1-based)."""
+        return group["eps"] / math.sqrt(1.0 - group["betas"][1] ** step)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -201,26 +216,71 @@ class CaAdam(Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group, buckets in zip(self.param_groups, self._buckets):
-            beta1, beta2 = group["betas"]
-            for scale, bucket in buckets:
-                params_with_grad, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps = [], [], [], [], [], []
-                has_complex = self._init_group({**group, "params": bucket}, params_with_grad, grads, exp_avgs,
-                                               exp_avg_sqs, max_exp_avg_sqs, state_steps)
-                if not params_with_grad:
-                    continue
-                eps = group["eps"]
-                if group["eps_hat"]:
-                    # Keras form: eps added to sqrt(v) before bias correction == torch form with eps/sqrt(1-b2^t).
-                    t = float(state_steps[0]) + 1.0  # the step this update will be
-                    eps = eps / math.sqrt(1.0 - beta2 ** t)
-                adam_functional(
-                    params_with_grad, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
-                    amsgrad=group["amsgrad"], has_complex=has_complex, beta1=beta1, beta2=beta2,
-                    lr=group["lr"] * scale, weight_decay=group["weight_decay"], eps=eps,
-                    maximize=group["maximize"], foreach=group["foreach"], capturable=group["capturable"],
-                    differentiable=group["differentiable"], fused=group["fused"],
-                    grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None),
-                    decoupled_weight_decay=group["decoupled_weight_decay"],
-                )
+        for group in self.param_groups:
+            lists = ([], [], [], [], [], [])  # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+            has_complex = self._init_group(group, *lists)
+            if not lists[0]:
+                continue
+            if group["fused"]:
+                self._step_fused(group, lists)
+            else:
+                self._step_reference(group, has_complex, lists)
         return loss
+
+    def _buckets(self, lists: tuple[list, ...]) -> dict[tuple, tuple[list, ...]]:
+        """Adam's parallel lists (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps; max_exp_avg_sqs
+        empty without amsgrad) split by (device, dtype, factor). Written for speed: with one factor per tensor
+        this runs for every tensor at every step."""
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = lists
+        keys = [(p.device, p.dtype, self._factor_by_id[id(p)]) for p in params]
+        if len(set(keys)) == 1:
+            return {keys[0]: lists}
+        buckets: dict[tuple, tuple[list, ...]] = {}
+        maxes = max_exp_avg_sqs or [None] * len(params)
+        for key, p, g, m, v, m_max, step in zip(keys, params, grads, exp_avgs, exp_avg_sqs, maxes, steps):
+            out = buckets.get(key)
+            if out is None:
+                out = buckets[key] = ([], [], [], [], [], [])
+            out[0].append(p)
+            out[1].append(g)
+            out[2].append(m)
+            out[3].append(v)
+            if m_max is not None:
+                out[4].append(m_max)
+            out[5].append(step)
+        return buckets
+
+    def _step_reference(self, group, has_complex, lists):
+        """torch's functional Adam once per distinct factor, on the group's for-loop or foreach path."""
+        beta1, beta2 = group["betas"]
+        for (_device, _dtype, scale), bucket in self._buckets(lists).items():
+            # the eps-hat step count: the bucket's first tensor, plus one for the step this update will be
+            eps = self._keras_eps(group, float(bucket[5][0]) + 1.0) if group["eps_hat"] else group["eps"]
+            adam_functional(
+                *bucket, amsgrad=group["amsgrad"], has_complex=has_complex, beta1=beta1, beta2=beta2,
+                lr=group["lr"] * scale, weight_decay=group["weight_decay"], eps=eps,
+                maximize=group["maximize"], foreach=group["foreach"], capturable=group["capturable"],
+                differentiable=group["differentiable"], fused=False,
+                grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None),
+                decoupled_weight_decay=group.get("decoupled_weight_decay", False),
+            )
+
+    def _step_fused(self, group, lists):
+        """torch's fused Adam kernel once per (device, dtype, factor), as torch.optim.adam._fused_adam calls it."""
+        beta1, beta2 = group["betas"]
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay", False) else torch._fused_adam_
+        torch._foreach_add_(lists[5], 1)
+        # the eps-hat step count: the group's first tensor, read once per step (a device sync on accelerators)
+        eps = self._keras_eps(group, float(lists[5][0])) if group["eps_hat"] else group["eps"]
+        per_device: dict[torch.device, tuple] = {}
+        for (device, _dtype, scale), bucket in self._buckets(lists).items():
+            if device not in per_device:
+                per_device[device] = (None if grad_scale is None else grad_scale.to(device, non_blocking=True),
+                                      None if found_inf is None else found_inf.to(device, non_blocking=True))
+            device_grad_scale, device_found_inf = per_device[device]
+            kernel(*bucket, amsgrad=group["amsgrad"], lr=group["lr"] * scale, beta1=beta1, beta2=beta2,
+                   weight_decay=group["weight_decay"], eps=eps, maximize=group["maximize"],
+                   grad_scale=device_grad_scale, found_inf=device_found_inf)
+            if device_found_inf is not None:  # a skipped step does not count (torch does the same)
+                torch._foreach_sub_(bucket[5], [device_found_inf] * len(bucket[5]))

@@ -3,9 +3,19 @@
     opt = NOSExpression(model.parameters(), genome="opt10", lr=1e-2, use_decay=True, total_steps=16000)
     opt.genome.text()   # 'Nest ~ i1e(i1e([mul(a13,a2)]*g))'
 
-Each node of the genome is evaluated once per step over all tensors of a param group with torch's foreach
-operations (a per-tensor loop only for ops torch has no foreach kernel for: asinh, i1e, dropout, clip_norm).
-Only the operands and moment EMAs the genome uses are computed and stored.
+`evaluate_genome` interprets the genome: each node is one torch foreach operation over a list of tensors (a
+per-tensor loop only for ops torch has no foreach kernel for: asinh, i1e, dropout, clip_norm). Only the operands
+and moment EMAs the genome uses are computed and stored. Three ways to run it, equal to rounding:
+  foreach=True    one call over all tensors of a param group (few kernel launches: the accelerator default)
+  foreach=False   one call per tensor, so its intermediates stay in cache (the CPU default, as torch's Adam;
+                  bit-identical to foreach=True)
+  compile=True    evaluate_genome compiled by optim/_compiled.py's FusedKernel (torch.compile, chunks of flat
+                  tensors, dynamic sizes): the expression fuses into one loop per tensor. An instance setting
+                  as for optrepro's other optimizers (True, False or a torch.compile backend name), off by
+                  default: the first step compiles (tens of seconds on CPU; `opt.compile_seconds`), and
+                  dropout ops draw other random numbers than eager mode.
+Speed on CPU, 10 M parameters in 100 tensors, ratio to torch's fused Adam: see benchmarks/RESULTS.md
+("Papers' optimizers").
 
 Update with u = root value times the LR multiplier (if any), negated when `flip`:
   none       w <- w - lr u
@@ -23,11 +33,14 @@ Keras' `iterations` did. The authors' final classes default to use_decay=False; 
 from __future__ import annotations
 
 import math
+import types
 
 import torch
 from torch.optim import Optimizer
 
-from optrepro.nos.space import (EPS, FINAL_NAMES, Genome, cyclical_momentum, decay_value, final_genome)
+from optrepro.nos.space import EPS, FINAL_NAMES, Genome, cyclical_momentum, decay_value, final_genome
+from optrepro.optim import _compiled
+from optrepro.optim._base import default_foreach
 
 MOMENTUM_SCHEDULES = ("cyclical", "constant")
 NESTEROV_FORMS = ("final", "search")
@@ -44,7 +57,22 @@ def _per_tensor(fn, xs):
     return [fn(x) for x in xs]
 
 
-def _unary(op: str, xs: list[torch.Tensor], state: list[dict], key: str, t: int) -> list[torch.Tensor]:
+@torch.library.custom_op("optrepro::nos_i1e", mutates_args=())
+def _i1e_opaque(x: torch.Tensor) -> torch.Tensor:
+    """torch.special.i1e as an op torch.compile does not look into: inductor's own i1e code runs ~10x slower
+    than ATen's kernel on CPU (measured: Opt10, 10 M parameters, 380-470 ms vs 65 ms per step)."""
+    return torch.special.i1e(x)
+
+
+@_i1e_opaque.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _unary(op: str, xs: list[torch.Tensor], node_state: list[torch.Tensor] | None,
+           ema_correction: float) -> list[torch.Tensor]:
+    """op applied to every tensor of xs. node_state: the op's buffers (stateful ops only), updated in place;
+    ema_correction = 1 - 0.95^(t+1), the bias correction of the `ema` op."""
     if op == "id":
         return xs
     if op == "neg":
@@ -91,7 +119,7 @@ def _unary(op: str, xs: list[torch.Tensor], state: list[dict], key: str, t: int)
         torch._foreach_reciprocal_(out)
         return out
     if op == "i1e":
-        return _per_tensor(torch.special.i1e, xs)
+        return _per_tensor(_i1e_opaque if torch.compiler.is_compiling() else torch.special.i1e, xs)
     if op == "relu":
         return torch._foreach_clamp_min(xs, 0.0)
     if op == "neg_part":
@@ -108,20 +136,16 @@ def _unary(op: str, xs: list[torch.Tensor], state: list[dict], key: str, t: int)
         return torch._foreach_div(xs, den)
     if op == "add_eps":
         return torch._foreach_add(xs, EPS)
-    if op in _STATEFUL:
-        if key not in state[0]:
-            for s, x in zip(state, xs):
-                s[key] = torch.zeros_like(x) if op != "running_max" else torch.full_like(x, -math.inf)
-        buf = [s[key] for s in state]
-        if op == "ema":  # fixed: the authors' bias correction divided by 1 - 0.95^0 = 0 (dossier §8.6)
-            torch._foreach_lerp_(buf, xs, 0.05)
-            return torch._foreach_div(buf, 1 - 0.95 ** (t + 1))
-        if op == "delta":  # n <- x - n (its own previous output, as in the code)
-            new = torch._foreach_sub(xs, buf)
-            torch._foreach_copy_(buf, new)
-            return new
-        torch._foreach_maximum_(buf, xs)
-        return [b.clone() for b in buf]
+    if op == "ema":  # fixed: the authors' bias correction divided by 1 - 0.95^0 = 0 (dossier §8.6)
+        torch._foreach_lerp_(node_state, xs, 0.05)
+        return torch._foreach_div(node_state, ema_correction)
+    if op == "delta":  # n <- x - n (its own previous output, as in the code)
+        new = torch._foreach_sub(xs, node_state)
+        torch._foreach_copy_(node_state, new)
+        return new
+    if op == "running_max":
+        torch._foreach_maximum_(node_state, xs)
+        return [b.clone() for b in node_state]
     raise ValueError(f"unknown unary op {op!r}")
 
 
@@ -152,15 +176,123 @@ def _binary(op: str, xs, ys) -> list[torch.Tensor]:
     if op == "mix95":
         return torch._foreach_lerp(xs, ys, 0.05)
     if op == "pow_abs":
-        return torch._foreach_pow(torch._foreach_abs(xs), ys)
+        out = torch._foreach_abs(xs)
+        torch._foreach_pow_(out, ys)
+        return out
     raise ValueError(f"unknown binary op {op!r}")
+
+
+def _operand_values(operands: set[str], params, grads, buffers: dict[str, list[torch.Tensor]],
+                    scalars: dict[str, float]) -> dict[str, list[torch.Tensor]]:
+    """Advance the moment EMAs in place and compute the operands the genome reads (only those)."""
+    powers: dict[int, list[torch.Tensor]] = {}
+
+    def power(k: int) -> list[torch.Tensor]:  # g^k, computed once per step
+        if k not in powers:
+            powers[k] = torch._foreach_mul(grads, grads) if k == 2 else torch._foreach_pow(grads, k)
+        return powers[k]
+
+    for name, buf in buffers.items():
+        beta, k = _BUFFERS[name]
+        torch._foreach_lerp_(buf, grads if k == 1 else power(k), 1 - beta)
+    hats: dict[str, list[torch.Tensor]] = {}
+
+    def hat(name: str) -> list[torch.Tensor]:  # bias-corrected EMA, computed once per step
+        if name not in hats:
+            hats[name] = torch._foreach_div(buffers[name], scalars[f"correction_{name}"])
+        return hats[name]
+
+    out: dict[str, list[torch.Tensor]] = {}
+    for name in sorted(operands):
+        if name == "g":
+            out[name] = grads
+        elif name in ("g2", "g3"):
+            out[name] = power(int(name[1]))
+        elif name in ("v_hat", "s_hat", "lam_hat"):
+            out[name] = hat(name[:-4])
+        elif name in ("one", "two"):
+            out[name] = [torch.full_like(p, 1.0 if name == "one" else 2.0) for p in params]
+        elif name in ("w6", "w5", "w4", "w3"):
+            out[name] = torch._foreach_mul(params, 10.0 ** -int(name[1]))
+        elif name == "sign_g":
+            out[name] = torch._foreach_sign(grads)
+        elif name == "sign_v":
+            out[name] = torch._foreach_sign(hat("v"))
+        elif name == "qhm_g":
+            out[name] = torch._foreach_lerp(grads, hat("v"), 0.7)
+        elif name == "qhm_g2":
+            out[name] = torch._foreach_lerp(power(2), hat("s"), 0.95)
+        elif name == "qhm_g3":
+            out[name] = torch._foreach_lerp(power(3), hat("lam"), 0.99)
+        elif name == "opt3_mix":
+            out[name] = torch._foreach_lerp(power(3), hat("ell"), 0.99)
+        elif name.startswith("aggmo"):
+            # [(-x) + (b1 m - x) + (b2 m - x)] / 3 with the raw (not bias-corrected) EMA m (dossier §1.2)
+            k, buffer, (b1, b2) = {"aggmo_g": (1, "v", (0.9, 0.999)), "aggmo_g2": (2, "s", (0.99, 0.999)),
+                                   "aggmo_g3": (3, "lam", (0.999, 0.9999))}[name]
+            acc = torch._foreach_mul(buffers[buffer], (b1 + b2) / 3)
+            torch._foreach_add_(acc, grads if k == 1 else power(k), alpha=-1.0)
+            out[name] = acc
+        else:
+            raise ValueError(f"unknown operand {name!r}")
+    return out
+
+
+def evaluate_genome(genome: Genome, params: list[torch.Tensor], grads: list[torch.Tensor],
+                    buffers: dict[str, list[torch.Tensor]], node_states: dict[int, list[torch.Tensor]],
+                    momentum_buffer: list[torch.Tensor] | None, scalars: dict[str, float],
+                    nesterov_form: str) -> None:
+    """One step of the genome's optimizer on `params`, in place: the EMAs, the expression, the update.
+
+    A function of its arguments only (the step's scalars come in `scalars`), so that it runs on any slice of
+    the tensors (all of a param group, or one tensor at a time) and torch.compile can trace it once:
+      correction_<buffer>  1 - beta^(t+1) of each moment EMA       ema_correction  1 - 0.95^(t+1)
+      decay<i>.<j>         the decay on input j of node i (absent when off)
+      step_scale           lr times the LR multiplier, negated when the genome flips
+      mu                   the momentum factor (momentum genomes only)
+    """
+    values = _operand_values(genome.operands(), params, grads, buffers, scalars)
+    memo: list[list[torch.Tensor]] = []
+    for i, node in enumerate(genome.nodes):
+        args = []
+        for j, edge in enumerate(node.inputs):
+            x = values[edge.source] if isinstance(edge.source, str) else memo[edge.source]
+            decay = scalars.get(f"decay{i}.{j}")
+            args.append(x if decay is None else torch._foreach_mul(x, decay))
+        memo.append(_unary(node.op, args[0], node_states.get(i), scalars["ema_correction"]) if len(args) == 1
+                    else _binary(node.op, args[0], args[1]))
+    update, scale = memo[-1], scalars["step_scale"]
+    if genome.momentum == "none":
+        _add_scaled_(params, update, -scale)
+        return
+    mu = scalars["mu"]
+    torch._foreach_mul_(momentum_buffer, mu)
+    _add_scaled_(momentum_buffer, update, -scale)
+    if genome.momentum == "momentum":
+        torch._foreach_add_(params, momentum_buffer)
+    elif nesterov_form == "final":
+        _add_scaled_(params, momentum_buffer, mu)
+        _add_scaled_(params, update, -scale)
+    else:
+        torch._foreach_add_(params, momentum_buffer)
+        _add_scaled_(params, update, -scale)
+
+
+def _add_scaled_(ys: list[torch.Tensor], xs: list[torch.Tensor], alpha) -> None:
+    """ys += alpha * xs. alpha is a float, or a 0-d tensor on the compiled path (torch.compile specialises
+    on the value of a float that meets a foreach op, which would recompile at every step)."""
+    if isinstance(alpha, torch.Tensor):
+        torch._foreach_add_(ys, torch._foreach_mul(xs, alpha))
+    else:
+        torch._foreach_add_(ys, xs, alpha=alpha)
 
 
 class NOSExpression(Optimizer):
     def __init__(self, params, genome: Genome | str = "adam", lr: float = 1e-3, use_decay: bool = False,
                  total_steps: int | None = None, momentum_schedule: str = "cyclical", momentum: float = 0.9,
                  warmup_steps: int = 0, hold_steps: int = 0, nesterov_form: str = "final", a14: str = "search",
-                 opt1_form: str = "code", flip: bool | None = None):
+                 opt1_form: str = "code", flip: bool | None = None, foreach: bool | None = None,
+                 compile: bool | str = False):
         if isinstance(genome, str):
             genome = final_genome(genome, opt1_form)
         if not isinstance(genome, Genome):
@@ -181,15 +313,70 @@ class NOSExpression(Optimizer):
         self.flip = genome.flip if flip is None else flip
         self._operands = genome.operands()
         self._buffers = sorted({b for o in self._operands for b in _OPERAND_BUFFERS.get(o, ())})
+        self._stateful_nodes = [i for i, node in enumerate(genome.nodes) if node.op in _STATEFUL]
+        # an instance setting, as for optrepro's other optimizers (optim/_base.py): not a hyperparameter
+        self.compile_backend = _compiled.backend_of(compile)
+        self._runners: set[_compiled.FusedKernel] = set()  # the compiled kernels this optimizer ran
         defaults = dict(lr=lr, use_decay=use_decay, total_steps=total_steps, momentum_schedule=momentum_schedule,
                         momentum=momentum, warmup_steps=warmup_steps, hold_steps=hold_steps,
-                        nesterov_form=nesterov_form, a14=a14)
+                        nesterov_form=nesterov_form, a14=a14, foreach=foreach)
         super().__init__(params, defaults)
 
     def _decay(self, expr, switchable: bool, group, t: int) -> float | None:
         if expr is None or (switchable and not group["use_decay"]):
             return None
         return decay_value(expr, t, group["total_steps"], group["a14"])
+
+    def _scalars(self, group: dict, t: int) -> dict[str, float]:
+        """The step's scalars for evaluate_genome (functions of t, the LR and the group's settings)."""
+        scalars = {f"correction_{name}": 1 - _BUFFERS[name][0] ** (t + 1) for name in self._buffers}
+        scalars["ema_correction"] = 1 - 0.95 ** (t + 1)
+        for i, node in enumerate(self.genome.nodes):
+            for j, edge in enumerate(node.inputs):
+                decay = self._decay(edge.decay, edge.switchable, group, t)
+                if decay is not None:
+                    scalars[f"decay{i}.{j}"] = decay
+        scale = group["lr"]
+        lr_decay = self._decay(self.genome.lr_decay, True, group, t)
+        if lr_decay is not None:
+            scale *= lr_decay
+        scalars["step_scale"] = -scale if self.flip else scale
+        if self.genome.momentum != "none":
+            scalars["mu"] = (cyclical_momentum(t, group["total_steps"], group["warmup_steps"], group["hold_steps"])
+                             if group["momentum_schedule"] == "cyclical" else group["momentum"])
+        return scalars
+
+    def _init_state(self, state: dict, p: torch.Tensor) -> None:
+        state["step"] = 0
+        for b in self._buffers:
+            state[b] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        for i in self._stateful_nodes:
+            fill = -math.inf if self.genome.nodes[i].op == "running_max" else 0.0
+            state[f"node{i}"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+        if self.genome.momentum != "none":
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling the kernels this optimizer ran (shared with optimizers of the same genome)."""
+        return sum(runner.compile_seconds for runner in self._runners)
+
+    def _state_keys(self) -> list[str]:
+        """The state tensors evaluate_genome reads, in the compiled kernel's argument order."""
+        keys = list(self._buffers) + [f"node{i}" for i in self._stateful_nodes]
+        return keys + (["momentum_buffer"] if self.genome.momentum != "none" else [])
+
+    def _update_compiled(self, group, params, grads, states, scalars) -> tuple[list, list, list]:
+        """Run the compiled kernel on the tensors it takes; return (params, grads, states) of the rest."""
+        lists = [params, grads, *([s[key] for s in states] for key in self._state_keys())]
+        take, rest = _compiled.split_compilable(lists)
+        if take:
+            runner = _genome_runner(self.genome, self._buffers, tuple(self._stateful_nodes), tuple(scalars),
+                                    group["nesterov_form"], self.compile_backend)
+            self._runners.add(runner)
+            row = list(scalars.values())  # one row per tensor; every tensor of the group is at step t
+            _compiled.run(runner, [[ts[i] for i in take] for ts in lists] if rest else lists, [row] * len(take))
+        return [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -205,112 +392,66 @@ class NOSExpression(Optimizer):
             states = [self.state[p] for p in params]
             for s, p in zip(states, params):
                 if not s:
-                    s["step"] = 0
-                    for b in self._buffers:
-                        s[b] = torch.zeros_like(p)
-                    if self.genome.momentum != "none":
-                        s["momentum_buffer"] = torch.zeros_like(p)
+                    self._init_state(s, p)
             t = states[0]["step"]  # 0-based, as Keras' iterations
-            values = self._operand_values(params, grads, states, t)
-            memo: dict[int, list[torch.Tensor]] = {}
-
-            def edge_value(edge):
-                x = values[edge.source] if isinstance(edge.source, str) else memo[edge.source]
-                d = self._decay(edge.decay, edge.switchable, group, t)
-                return x if d is None else torch._foreach_mul(x, d)
-
-            for i, node in enumerate(self.genome.nodes):
-                args = [edge_value(e) for e in node.inputs]
-                memo[i] = (_unary(node.op, args[0], states, f"node{i}", t) if len(args) == 1
-                           else _binary(node.op, args[0], args[1]))
-            update = memo[len(self.genome.nodes) - 1]
-            scale = group["lr"]
-            d = self._decay(self.genome.lr_decay, True, group, t)
-            if d is not None:
-                scale *= d
-            if self.flip:
-                scale = -scale
-            self._apply(group, params, states, update, scale, t)
-            for s in states:
+            scalars = self._scalars(group, t)
+            all_states = states
+            if self.compile_backend is not None:
+                params, grads, states = self._update_compiled(group, params, grads, states, scalars)
+            if params:
+                self._update_eager(group, params, grads, states, scalars)
+            for s in all_states:
                 s["step"] = t + 1
         return loss
 
-    def _operand_values(self, params, grads, states, t: int) -> dict[str, list[torch.Tensor]]:
-        for name in self._buffers:
-            beta, power = _BUFFERS[name]
-            buf = [s[name] for s in states]
-            source = grads if power == 1 else torch._foreach_pow(grads, power)
-            torch._foreach_lerp_(buf, source, 1 - beta)
-        hat = {name: torch._foreach_div([s[name] for s in states], 1 - _BUFFERS[name][0] ** (t + 1))
-               for name in self._buffers}
-        raw = {name: [s[name] for s in states] for name in self._buffers}
-        out: dict[str, list[torch.Tensor]] = {}
-        need = self._operands
-        powers = {}
-        if need & {"g2", "qhm_g2", "aggmo_g2"}:
-            powers[2] = torch._foreach_mul(grads, grads)
-        if need & {"g3", "qhm_g3", "aggmo_g3", "opt3_mix"}:
-            powers[3] = torch._foreach_pow(grads, 3)
-        for name in need:
-            if name == "g":
-                out[name] = grads
-            elif name == "g2":
-                out[name] = powers[2]
-            elif name == "g3":
-                out[name] = powers[3]
-            elif name in ("v_hat", "s_hat", "lam_hat"):
-                out[name] = hat[name[:-4]]
-            elif name in ("one", "two"):
-                out[name] = [torch.full_like(p, 1.0 if name == "one" else 2.0) for p in params]
-            elif name in ("w6", "w5", "w4", "w3"):
-                out[name] = torch._foreach_mul(params, 10.0 ** -int(name[1]))
-            elif name == "sign_g":
-                out[name] = torch._foreach_sign(grads)
-            elif name == "sign_v":
-                out[name] = torch._foreach_sign(hat["v"])
-            elif name == "qhm_g":
-                out[name] = torch._foreach_lerp(grads, hat["v"], 0.7)
-            elif name == "qhm_g2":
-                out[name] = torch._foreach_lerp(powers[2], hat["s"], 0.95)
-            elif name == "qhm_g3":
-                out[name] = torch._foreach_lerp(powers[3], hat["lam"], 0.99)
-            elif name == "opt3_mix":
-                out[name] = torch._foreach_lerp(powers[3], hat["ell"], 0.99)
-            elif name.startswith("aggmo"):
-                # [(-x) + (b1 m - x) + (b2 m - x)] / 3 with the raw (not bias-corrected) EMA m (dossier §1.2)
-                x, m, (b1, b2) = {"aggmo_g": (grads, raw.get("v"), (0.9, 0.999)),
-                                  "aggmo_g2": (powers.get(2), raw.get("s"), (0.99, 0.999)),
-                                  "aggmo_g3": (powers.get(3), raw.get("lam"), (0.999, 0.9999))}[name]
-                acc = torch._foreach_mul(m, (b1 + b2) / 3)
-                torch._foreach_add_(acc, x, alpha=-1.0)
-                out[name] = acc
-        return out
-
-    def _apply(self, group, params, states, update, scale: float, t: int) -> None:
-        kind = self.genome.momentum
-        if kind == "none":
-            torch._foreach_add_(params, update, alpha=-scale)
+    def _update_eager(self, group, params, grads, states, scalars) -> None:
+        buffers = {name: [s[name] for s in states] for name in self._buffers}
+        node_states = {i: [s[f"node{i}"] for s in states] for i in self._stateful_nodes}
+        momentum = [s["momentum_buffer"] for s in states] if self.genome.momentum != "none" else None
+        foreach = group.get("foreach")  # absent in param groups saved before this setting existed
+        if foreach is None:
+            foreach = default_foreach(params)
+        if foreach:
+            evaluate_genome(self.genome, params, grads, buffers, node_states, momentum, scalars,
+                            group["nesterov_form"])
             return
-        if group["momentum_schedule"] == "cyclical":
-            mu = cyclical_momentum(t, group["total_steps"], group["warmup_steps"], group["hold_steps"])
-        else:
-            mu = group["momentum"]
-        buf = [s["momentum_buffer"] for s in states]
-        torch._foreach_mul_(buf, mu)
-        torch._foreach_add_(buf, update, alpha=-scale)
-        if kind == "momentum":
-            torch._foreach_add_(params, buf)
-        elif group["nesterov_form"] == "final":
-            torch._foreach_add_(params, buf, alpha=mu)
-            torch._foreach_add_(params, update, alpha=-scale)
-        else:
-            torch._foreach_add_(params, buf)
-            torch._foreach_add_(params, update, alpha=-scale)
+        for k in range(len(params)):  # one tensor at a time: on CPU its intermediates stay in cache
+            evaluate_genome(self.genome, params[k:k + 1], grads[k:k + 1],
+                            {name: buf[k:k + 1] for name, buf in buffers.items()},
+                            {i: buf[k:k + 1] for i, buf in node_states.items()},
+                            None if momentum is None else momentum[k:k + 1], scalars, group["nesterov_form"])
+
+
+def _genome_runner(genome: Genome, buffers: list[str], stateful_nodes: tuple[int, ...], scalar_names: tuple,
+                   nesterov_form: str, backend: str) -> _compiled.FusedKernel:
+    """evaluate_genome as a kernel for optim/_compiled.py's FusedKernel: kernel(params, grads, *states,
+    scalars), the states in NOSExpression._state_keys() order, `scalars` one row per tensor (all equal here)."""
+    # one runner per (genome, scalars, nesterov form, backend), shared by every optimizer in the process and kept
+    # in _compiled's table of runners, so that _compiled.total_compile_seconds() counts its compile time too
+    key = ("nos_genome", genome, tuple(buffers), stateful_nodes, scalar_names, nesterov_form, backend)
+    runners = _compiled._RUNNERS
+    if key not in runners:
+        n_buffers, n_nodes = len(buffers), len(stateful_nodes)
+
+        def kernel(params, grads, *rest):
+            *states, scalars = rest
+            row = scalars[0]  # 0-d tensors: their values are data of the graph, not constants
+            evaluate_genome(genome, params, grads, dict(zip(buffers, states[:n_buffers])),
+                            dict(zip(stateful_nodes, states[n_buffers:n_buffers + n_nodes])),
+                            states[n_buffers + n_nodes] if genome.momentum != "none" else None,
+                            {name: row[j] for j, name in enumerate(scalar_names)}, nesterov_form)
+
+        # A private code object: torch.compile keeps its cache (8 entries) per code object, which the kernels of
+        # all genomes would otherwise share and exhaust.
+        private = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, "nos_genome_kernel", None,
+                                     kernel.__closure__)
+        runners[key] = _compiled.FusedKernel(private, backend)
+    return runners[key]
 
 
 def _named_class(genome_name: str) -> type:
-    def __init__(self, params, **kwargs):
-        NOSExpression.__init__(self, params, genome=genome_name, **kwargs)
+    def __init__(self, params, compile: bool | str = False, **kwargs):
+        NOSExpression.__init__(self, params, genome=genome_name, compile=compile, **kwargs)
     return type(f"NOS{genome_name.capitalize()}", (NOSExpression,), {"__init__": __init__,
                 "__doc__": f"The NOS final optimizer {genome_name!r} (dossier nos.md §4)."})
 
