@@ -76,7 +76,10 @@ def compiled_maker(name: str):
     factory = import_target(optim.info(name).target)
     if "compile" not in inspect.signature(factory).parameters:
         return None
-    return lambda model: factory(model.parameters(), **optim.resolve_hparams(name, {}), compile=True)
+    hparams = optim.resolve_hparams(name, {})
+    if hparams.get("total_steps", 0) is None:
+        hparams["total_steps"] = 1000
+    return lambda model: factory(model.parameters(), **hparams, compile=True)
 
 
 def time_interleaved(model: nn.Module, makers: dict, steps: int, repeats: int, device: str) -> dict[str, float]:
@@ -135,7 +138,9 @@ def main(argv=None) -> None:
     rows = []
     for name in args.names:
         reference = torch_fastest(name) or {}
-        makers = {"ours": (lambda model, name=name: optim.build(name, model)),
+        # optimizers whose internals are functions of t/T (NOS decays) need a run length: 1000 steps
+        length = {"total_steps": 1000} if optim.info(name).defaults.get("total_steps", 0) is None else {}
+        makers = {"ours": (lambda model, name=name, length=length: optim.build(name, model, **length)),
                   "adam": adam_make, **{f"ref {label}": make for label, make in reference.items()}}
         compiled = compiled_maker(name) if args.compile else None
         if compiled is not None:
