@@ -101,11 +101,11 @@ def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | 
     n = len(split) if limit is None else min(limit, len(split))
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # kept on the device: one synchronisation per evaluation, not per batch
     count = 0
     carry = problem.init_carry(batch_size, device)
     # Carried state needs full batches, and DeepOBS problems drop the partial last batch too.
-    drop_last = carry is not None or getattr(problem, "drop_last_eval", False)
+    drop_last = carry is not None or problem.drop_last_eval
     for start in range(0, n, batch_size):
         index = torch.arange(start, min(start + batch_size, n))
         if drop_last and len(index) != batch_size:
@@ -115,19 +115,16 @@ def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | 
             out = problem.forward(model, batch, carry)
         carry = out.carry
         for k, v in out.sums.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
+            sums[k] = sums[k] + v.to(sums[k].device) if k in sums else v
         count += out.count
     model.train(was_training)
-    return {k: v / max(count, 1) for k, v in sums.items()}
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
+    return {k: float(v) / max(count, 1) for k, v in sums.items()}
 
 
 def _better(metric: str, new: float, old: float | None, higher: Mapping[str, bool]) -> bool:
-    if old is None or not _finite(old):
-        return _finite(new)
+    if old is None or not math.isfinite(old):
+        return math.isfinite(new)
     return new > old if higher.get(metric, False) else new < old
 
 
@@ -145,7 +142,7 @@ class Trainer:
         self.splits = _splits_on(self.problem, self.device)
         # Problems that drop partial batches (DeepOBS) evaluate in training batches, as DeepOBS does; others
         # in a multiple of it (carried state, e.g. the char-RNN, needs whole multiples of the training batch).
-        multiple = 1 if getattr(self.problem, "drop_last_eval", False) else max(1, 256 // spec["batch_size"])
+        multiple = 1 if self.problem.drop_last_eval else max(1, 256 // spec["batch_size"])
         self.eval_batch_size = eval_batch_size or spec["batch_size"] * multiple
         torch.manual_seed(spec["init_seed"])
         self.model = self.problem.build_model().to(self.device)
@@ -247,7 +244,7 @@ class Trainer:
         record = self.evaluate_all()
         self.log({"kind": "eval", "epoch": self.epoch, "step": self.global_step,
                   "lr_factor": self.lr_factor(self.global_step), **record})
-        if not all(_finite(v) for v in record.values()):
+        if not all(math.isfinite(v) for v in record.values()):
             return False
         for c in self.controllers:
             c.observe(self.epoch, record)
@@ -316,7 +313,7 @@ class Trainer:
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if not _finite(loss):
+                    if not math.isfinite(loss):
                         self.status = "diverged"
                         break
                     if signals.received is not None:

@@ -76,6 +76,8 @@ class Problem:
     scale: str
     name: ClassVar[str] = "problem"
     metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+    # Evaluation drops a partial last batch (DeepOBS does, in every phase).
+    drop_last_eval: ClassVar[bool] = False
     # Train-split metrics use the first `train_eval_size` training examples (None: all of them).
     train_eval_size: ClassVar[int | None] = None
     higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "accuracy": True, "error": False}
