@@ -162,3 +162,16 @@ def test_data_target_plans_one_job_per_source_even_without_imagenet(tmp_path):
     counts = dict(re.findall(r"^(data_fetch|imagenet_verify)\s+(\d+)$", out, re.M))
     assert int(counts["data_fetch"]) == len(sources.downloadable())
     assert int(counts["imagenet_verify"]) == 1
+
+
+def test_old_plans_are_pruned_and_current_points_at_the_new_one(tmp_path):
+    wd = make_workdir(tmp_path)
+    config = {**config_of(wd), "scale": "smoke", "results_dir": str(wd / "results")}
+    plans = wd / "results" / "smoke" / "plans"
+    for i in range(5):
+        (plans / f"old{i}").mkdir(parents=True)
+        os.utime(plans / f"old{i}", (1000 + i, 1000 + i))
+    plan = load_plan(config, wd / "config")
+    dirs = sorted(p.name for p in plans.iterdir() if p.is_dir() and not p.is_symlink())
+    assert dirs == sorted([plan.root.name, "old4", "old3"])
+    assert (plans / "current").resolve() == plan.root.resolve()

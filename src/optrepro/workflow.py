@@ -225,6 +225,7 @@ def load_plan(config: Mapping[str, Any], config_dir: Path = Path("config")) -> P
     else:
         batches, _ = build_plan(config, config_dir)
         plan = Plan(root, write_plan(batches, root))
+        _prune_plans(plans, keep=root)
     current = plans / "current"
     if not (current.is_symlink() and current.readlink() == Path(root.name)):
         tmp = plans / f".current.{root.name}.tmp"
@@ -232,6 +233,17 @@ def load_plan(config: Mapping[str, Any], config_dir: Path = Path("config")) -> P
         tmp.symlink_to(root.name)
         tmp.replace(current)
     return plan
+
+
+def _prune_plans(plans: Path, keep: Path, kept: int = 3) -> None:
+    """Every code change makes a new plan (a full-scale one is tens of MB): keep the newest few, which covers
+    jobs still running under the plan before."""
+    import shutil
+
+    old = sorted((p for p in plans.iterdir() if p.is_dir() and not p.is_symlink() and p != keep),
+                 key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in old[kept - 1:]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:
