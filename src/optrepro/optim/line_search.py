@@ -76,13 +76,17 @@ class _ArmijoBase(Optimizer):
     def _params_with_grad(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def _gradient_loss(self, closure: Callable) -> torch.Tensor:
+    def _begin_step(self, closure: Callable) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The common start of every search: loss and gradients at the current point (one forward+backward),
+        the step counted and the loss recorded; returns the loss and the parameters that have gradients."""
         if closure is None:
             raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), closure(backward: bool)")
         with torch.enable_grad():
             loss = closure(backward=True)
         self.scalars["forward_evals"] += 1
-        return loss
+        self.scalars["step"] += 1
+        self.scalars["loss"] = float(loss)
+        return loss, self._params_with_grad()
 
     def _trial(self, closure: Callable, params, origin, direction, eta: float) -> float:
         torch._foreach_copy_(params, origin)
@@ -128,14 +132,11 @@ class SLS(_ArmijoBase):
     def step(self, closure=None):
         o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
         s = self.scalars
-        loss_t = self._gradient_loss(closure)
-        loss = float(loss_t)
-        params = self._params_with_grad()
+        loss_t, params = self._begin_step(closure)
+        loss = s["loss"]
         grads = [p.grad for p in params]
         grad_norm_sq = _dot(grads, grads)
         s["grad_norm"] = math.sqrt(grad_norm_sq)
-        s["step"] += 1
-        s["loss"] = loss
         eta = s["step_size"] if s["step"] > 1 else o["init_step_size"]
         eta = self._reset(eta, o["reset_option"], o["gamma"], o["n_batches_per_epoch"], o["init_step_size"]) \
             if s["step"] > 1 else eta
@@ -217,12 +218,9 @@ class AdaSLS(_PreconditionedArmijo):
     def step(self, closure=None):
         o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
         s = self.scalars
-        loss_t = self._gradient_loss(closure)
-        loss = float(loss_t)
-        params = self._params_with_grad()
+        loss_t, params = self._begin_step(closure)
+        loss = s["loss"]
         grads = [p.grad for p in params]
-        s["step"] += 1
-        s["loss"] = loss
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], o["base_opt"], s["step"])
         trial_dir = torch._foreach_mul(grads, precond)
         pp_norm = _dot(grads, trial_dir)
@@ -281,13 +279,9 @@ class AdamSLS(_PreconditionedArmijo):
     def step(self, closure=None):
         o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
         s = self.scalars
-        loss_t = self._gradient_loss(closure)
-        loss = float(loss_t)
-        params = self._params_with_grad()
+        loss_t, params = self._begin_step(closure)
+        loss, t = s["loss"], s["step"]
         grads = [p.grad for p in params]
-        s["step"] += 1
-        t = s["step"]
-        s["loss"] = loss
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], "adam", t)
         trial_dir = torch._foreach_mul(grads, precond)
         pp_norm = _dot(grads, trial_dir)
@@ -344,15 +338,11 @@ class ALSALS(_ArmijoBase):
     def step(self, closure=None):
         o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
         s = self.scalars
-        loss_t = self._gradient_loss(closure)
-        loss = float(loss_t)
-        params = self._params_with_grad()
+        loss_t, params = self._begin_step(closure)
+        loss, t = s["loss"], s["step"]
         if o["clip_grad"] is not None:
             torch.nn.utils.clip_grad_norm_(params, o["clip_grad"])
         grads = [p.grad for p in params]
-        s["step"] += 1
-        t = s["step"]
-        s["loss"] = loss
         beta1, beta2 = o["betas"]
         for p in params:
             if not self.state[p]:
