@@ -84,6 +84,13 @@ class OwnOptimizer(Optimizer):
             _compiled.run(kernel, [[ts[i] for i in take] for ts in lists] if rest else lists, rows)
         return [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest]
 
+    @staticmethod
+    def _zero_state(state: dict[str, Any], p: torch.Tensor, *names: str) -> None:
+        """A fresh state: step 0 and a zero tensor shaped like `p` for each name."""
+        state["step"] = 0
+        for name in names:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     # subclasses: state keys created zero-filled on the first step (others via `_init_state`)
     def _init_state(self, group: dict[str, Any], p: torch.Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError

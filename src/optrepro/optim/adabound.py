@@ -39,11 +39,7 @@ class AdaBound(OwnOptimizer):
         group.setdefault("base_lr", group["lr"])
 
     def _init_state(self, group, p, state):
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        if self.amsbound:
-            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self._zero_state(state, p, "exp_avg", "exp_avg_sq", *(("max_exp_avg_sq",) if self.amsbound else ()))
 
     @staticmethod
     def _scalars(group, step):

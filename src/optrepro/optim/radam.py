@@ -45,9 +45,7 @@ class RAdam(OwnOptimizer):
                                       foreach=foreach), compile=compile)
 
     def _init_state(self, group, p, state):
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self._zero_state(state, p, "exp_avg", "exp_avg_sq")
 
     @staticmethod
     def _scalars(group, step):
