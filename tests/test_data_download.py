@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from optrepro import data
-from optrepro.data import commands, sources
+from optrepro.cli import main as cli_main
+from optrepro.data import sources
 from optrepro.data.arrays import delete_line_ranges
 from optrepro.data.download import download_file, safe_extract
 
@@ -162,7 +163,7 @@ def test_registry_checksums_are_well_formed_and_sourced():
 
 
 def test_unknown_source_fails_listing_valid_ones(capsys):
-    assert commands.main(["data", "fetch", "cifar-10", "--root", "unused"]) == 2
+    assert cli_main(["data", "fetch", "cifar-10", "--root", "unused"]) == 2
     err = capsys.readouterr().err
     assert "'cifar-10'" in err and "cifar10" in err and "tolstoi" in err
     with pytest.raises(KeyError, match="Valid choices"):
@@ -406,7 +407,7 @@ def test_imagenet_malformed_directory_names_config_key(tmp_path, capsys):
     (tmp_path / "train" / "n01440764" / "a.JPEG").write_bytes(b"x")
     with pytest.raises(data.ImageNetNotFoundError, match=r"(?s)1 class folders.*expected 1000.*imagenet_dir"):
         data.verify_imagenet(tmp_path)
-    assert commands.main(["data", "verify-imagenet", str(tmp_path)]) == 2
+    assert cli_main(["data", "verify-imagenet", str(tmp_path)]) == 2
     assert "imagenet_dir" in capsys.readouterr().err
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from optrepro.data import sources
 from optrepro.registry import unknown
@@ -75,18 +74,3 @@ def add_commands(subparsers) -> None:
     lst.add_argument("-v", "--verbose", action="store_true", help="also print the arrays each source provides")
     lst.set_defaults(func=cmd_list)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m optrepro.data.commands ...), for use before the lead's CLI wires it."""
-    parser = argparse.ArgumentParser(prog="optrepro")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"optrepro data: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ The update graph's operand and op tables follow the authors' code order (§1.2-1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 EPS = 1e-7  # the Keras epsilon the authors' ops add
