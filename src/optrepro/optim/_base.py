@@ -85,6 +85,18 @@ class OwnOptimizer(Optimizer):
         return [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest]
 
     @staticmethod
+    def _adam_moments_(group: dict[str, Any], p: torch.Tensor, g: torch.Tensor, state: dict[str, Any]):
+        """The Adam-family single-tensor update of the moments: L2 added to the gradient, then
+        m <- lerp(m, g, 1 - beta1) and v <- beta2 v + (1 - beta2) g^2 in place. Returns (g, m, v)."""
+        beta1, beta2 = group["betas"]
+        if group["weight_decay"]:
+            g = g.add(p, alpha=group["weight_decay"])
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        return g, m, v
+
+    @staticmethod
     def _zero_state(state: dict[str, Any], p: torch.Tensor, *names: str) -> None:
         """A fresh state: step 0 and a zero tensor shaped like `p` for each name."""
         state["step"] = 0

@@ -57,13 +57,8 @@ class AdaBound(OwnOptimizer):
         return [group["weight_decay"], 1 - beta1, beta2, 1 - beta2, group["eps"], step_size, lower, upper]
 
     def _update_single(self, group, params, grads, states):
-        beta1, beta2 = group["betas"]
         for p, g, state in zip(params, grads, states):
-            if group["weight_decay"]:
-                g = g.add(p, alpha=group["weight_decay"])
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            g, m, v = self._adam_moments_(group, p, g, state)
             if self.amsbound:
                 torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
                 v = state["max_exp_avg_sq"]

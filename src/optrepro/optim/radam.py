@@ -65,13 +65,8 @@ class RAdam(OwnOptimizer):
                 -adaptive_step if adaptive else 0.0, -momentum_step, 1.0 if adaptive else 0.0]
 
     def _update_single(self, group, params, grads, states):
-        beta1, beta2 = group["betas"]
         for p, g, state in zip(params, grads, states):
-            if group["weight_decay"]:
-                g = g.add(p, alpha=group["weight_decay"])
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            g, m, v = self._adam_moments_(group, p, g, state)
             adaptive_step, momentum_step = self._scalars(group, state["step"])
             if adaptive_step is None:
                 p.add_(m, alpha=-momentum_step)

@@ -84,11 +84,7 @@ class TF1Nadam(OwnOptimizer):
     def _update_single(self, group, params, grads, states):
         beta1, beta2 = group["betas"]
         for p, g, state in zip(params, grads, states):
-            if group["weight_decay"]:
-                g = g.add(p, alpha=group["weight_decay"])
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            g, m, v = self._adam_moments_(group, p, g, state)
             denom = v.sqrt().add_(group["eps"])
             nesterov = m.mul(beta1).add_(g, alpha=1 - beta1)
             p.addcdiv_(nesterov, denom, value=-self._step_size(group, state["step"]))
