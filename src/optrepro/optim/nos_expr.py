@@ -10,7 +10,9 @@ and moment EMAs the genome uses are computed and stored. Three ways to run it, e
   foreach=False   one call per tensor, so its intermediates stay in cache (the CPU default, as torch's Adam;
                   bit-identical to foreach=True)
   compile=True    evaluate_genome compiled by optim/_compiled.py's FusedKernel (torch.compile, chunks of flat
-                  tensors, dynamic sizes): the expression fuses into one loop per tensor. An instance setting
+                  tensors, dynamic sizes): the expression fuses into one loop per tensor (ops that inductor
+                  cannot lower in foreach form are traced one tensor at a time; i1e, and tanh on CPU, stay
+                  ATen's kernels, which are faster there: see _FUSED_WHEN_COMPILED). An instance setting
                   as for optrepro's other optimizers (True, False or a torch.compile backend name), off by
                   default: the first step compiles (tens of seconds on CPU; `opt.compile_seconds`), and
                   dropout ops draw other random numbers than eager mode.
@@ -69,10 +71,32 @@ def _(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
 
+# Elementwise ops that the compiled path writes one tensor at a time. Inductor has no lowering for the foreach
+# forms of these (torch 2.14: _foreach_exp, _log, _sigmoid, _tanh, _atan, _erf, _erfc), so traced as foreach calls
+# they stay ATen calls that write their input and output to fresh memory each step; as plain tensor ops inductor
+# fuses them into the update loop. Same operations in the same order as the foreach code below.
+_FUSED_WHEN_COMPILED = {
+    "exp": torch.exp,
+    "sigmoid": torch.sigmoid,
+    "erf": torch.erf,
+    "erfc": torch.special.erfc,
+    "atan": torch.atan,
+    "tanh": torch.tanh,
+    "log_abs": lambda x: torch.log(x.abs() + EPS),
+    "softplus": lambda x: torch.log((torch.exp(x) + 1.0).abs() + EPS),
+}
+# ...except where inductor's own kernel is slower than ATen's on that device: on CPU (AVX-512), inductor's tanh
+# made Opt7 85 ms per step against 53 ms with ATen's (10 M parameters, one thread; benchmarks/RESULTS.md).
+_ATEN_ON = {"cpu": {"tanh"}}
+
+
 def _unary(op: str, xs: list[torch.Tensor], node_state: list[torch.Tensor] | None,
            ema_correction: float) -> list[torch.Tensor]:
     """op applied to every tensor of xs. node_state: the op's buffers (stateful ops only), updated in place;
     ema_correction = 1 - 0.95^(t+1), the bias correction of the `ema` op."""
+    if (op in _FUSED_WHEN_COMPILED and torch.compiler.is_compiling()
+            and op not in _ATEN_ON.get(xs[0].device.type, ())):
+        return _per_tensor(_FUSED_WHEN_COMPILED[op], xs)
     if op == "id":
         return xs
     if op == "neg":
@@ -128,7 +152,9 @@ def _unary(op: str, xs: list[torch.Tensor], node_state: list[torch.Tensor] | Non
         rate = {"dropout50": 0.5, "dropout30": 0.3, "dropout10": 0.1}[op]
         return _per_tensor(lambda x: torch.nn.functional.dropout(x, rate, training=True), xs)
     if op == "clip_norm":  # TF clip_by_norm: per tensor, x * 1/max(||x||, 1)
-        norms = torch._foreach_norm(xs)
+        # compiled: a per-tensor reduction inductor fuses (it has no lowering for _foreach_norm)
+        norms = _per_tensor(torch.linalg.vector_norm, xs) if torch.compiler.is_compiling() \
+            else torch._foreach_norm(xs)
         return [x / torch.clamp_min(n, 1.0) for x, n in zip(xs, norms)]
     if op == "softsign":
         den = torch._foreach_abs(xs)
