@@ -1,12 +1,15 @@
-"""Every GPU check in one command (`make gpu-check`), at most about 9 minutes, no network needed.
+"""Every GPU check in one command (`make gpu-check`), at most about 13 minutes, no network needed.
 
-Runs the GPU-marked tests, the optimizer step benchmark on CUDA, and the data pipeline benchmark when it
-exists; writes benchmarks/gpu/<torch>-cuda<version>-<gpu>.md labelled with the torch and CUDA versions found,
+Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
+1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm: benchmarks/RESULTS.md)
+and the data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests step` runs a subset, for
+machines that limit a command's time. Writes benchmarks/gpu/<torch>-cuda<version>-<gpu>.md labelled with the torch and CUDA versions found,
 and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
 wheels from .whl/ with --no-deps first.
 """
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -28,7 +31,15 @@ def run(title: str, cmd: list[str], timeout: int) -> str:
     return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
 
 
-def main() -> int:
+SECTIONS = ("tests", "step", "nos", "data")
+NOS_NAMES = [f"nos_opt{i}" for i in range(1, 11)] + [f"nos_a{i}" for i in range(1, 6)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", choices=SECTIONS, default=list(SECTIONS),
+                        help="which checks to run (default: all)")
+    wanted = parser.parse_args(argv).sections
     import torch
 
     if not torch.cuda.is_available():
@@ -39,12 +50,19 @@ def main() -> int:
     py = sys.executable
     sections = [f"# GPU check: {label}\n\ntorch {torch.__version__}, CUDA {torch.version.cuda}, "
                 f"cuDNN {torch.backends.cudnn.version()}, {gpu}\n"]
-    sections.append(run("GPU tests", [py, "-m", "pytest", "-m", "gpu", "-q", "tests/test_gpu.py"], 240))
-    sections.append(run("Optimizer step time on CUDA", [py, "benchmarks/optim_step.py", "--device", "cuda"], 180))
-    if (ROOT / "benchmarks" / "data_pipeline.py").exists():
+    if "tests" in wanted:
+        sections.append(run("GPU tests", [py, "-m", "pytest", "-m", "gpu", "-q", "tests/test_gpu.py"], 240))
+    if "step" in wanted:
+        sections.append(run("Optimizer step time on CUDA", [py, "benchmarks/optim_step.py", "--device", "cuda"],
+                            180))
+    if "nos" in wanted:
+        sections.append(run("NOS genomes compiled on CUDA", [py, "benchmarks/optim_step.py", "--device", "cuda",
+                                                             "--compile", "--repeats", "3", *NOS_NAMES], 240))
+    if "data" in wanted and (ROOT / "benchmarks" / "data_pipeline.py").exists():
         sections.append(run("Input pipeline throughput", [py, "benchmarks/data_pipeline.py", "--device", "cuda"], 90))
     report = "\n".join(sections)
-    out = ROOT / "benchmarks" / "gpu" / f"{label}.md"
+    suffix = "" if set(wanted) == set(SECTIONS) else "-" + "-".join(wanted)
+    out = ROOT / "benchmarks" / "gpu" / f"{label}{suffix}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(report)

@@ -84,15 +84,28 @@ def compiled_maker(name: str):
 
 def time_interleaved(model: nn.Module, makers: dict, steps: int, repeats: int, device: str) -> dict[str, float]:
     """Seconds per step for each optimizer: the minimum over `repeats` blocks of `steps` steps, the blocks of
-    all optimizers interleaved so that load from other processes hits them alike (this CPU is shared)."""
+    all optimizers interleaved so that load from other processes hits them alike (this CPU is shared).
+
+    Every block starts from the model's parameters as they were on entry: the optimizers share the model, and
+    the speed of exp, asinh and the like depends on the values they meet, so without the reset a row's time
+    would depend on how far the rows and optimizers before it had moved the parameters."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    params = list(model.parameters())
+    start_values = [p.detach().clone() for p in params]
+
+    def reset() -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(params, start_values)
+
     optimizers = {label: make(model) for label, make in makers.items()}
     for opt in optimizers.values():  # warm-up: state allocation, first-call dispatch, compilation
+        reset()
         for _ in range(WARMUP_STEPS):
             opt.step()
     samples: dict[str, list[float]] = {label: [] for label in optimizers}
     for _ in range(repeats):
         for label, opt in optimizers.items():
+            reset()
             sync()
             start = time.perf_counter()
             for _ in range(steps):
