@@ -1,9 +1,10 @@
 """Every GPU check in one command (`make gpu-check`), at most about 13 minutes, no network needed.
 
 Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
-1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm: benchmarks/RESULTS.md)
-and the data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests step` runs a subset, for
-machines that limit a command's time. Writes benchmarks/gpu/<torch>-cuda<version>-<gpu>.md labelled with the torch and CUDA versions found,
+1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm:
+benchmarks/RESULTS.md) and the data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests
+step` runs a subset, for machines that limit a command's time. Writes
+benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions found,
 and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
 wheels from .whl/ with --no-deps first.
 """

@@ -72,9 +72,9 @@ def _(x: torch.Tensor) -> torch.Tensor:
 
 
 # Elementwise ops that the compiled path writes one tensor at a time. Inductor has no lowering for the foreach
-# forms of these (torch 2.14: _foreach_exp, _log, _sigmoid, _tanh, _atan, _erf, _erfc), so traced as foreach calls
-# they stay ATen calls that write their input and output to fresh memory each step; as plain tensor ops inductor
-# fuses them into the update loop. Same operations in the same order as the foreach code below.
+# forms of these (torch 2.14: _foreach_exp, _log, _sigmoid, _tanh, _atan, _erf, _erfc, _norm), so traced as
+# foreach calls they stay ATen calls that write their input and output to fresh memory each step; as plain
+# tensor ops inductor fuses them into the update loop. Same operations in the same order as the foreach code below.
 _FUSED_WHEN_COMPILED = {
     "exp": torch.exp,
     "sigmoid": torch.sigmoid,
@@ -84,6 +84,7 @@ _FUSED_WHEN_COMPILED = {
     "tanh": torch.tanh,
     "log_abs": lambda x: torch.log(x.abs() + EPS),
     "softplus": lambda x: torch.log((torch.exp(x) + 1.0).abs() + EPS),
+    "clip_norm": lambda x: x / torch.clamp_min(torch.linalg.vector_norm(x), 1.0),
 }
 # ...except where inductor's own kernel is slower than ATen's on that device: on CPU (AVX-512), inductor's tanh
 # made Opt7 85 ms per step against 53 ms with ATen's (10 M parameters, one thread; benchmarks/RESULTS.md).
@@ -152,9 +153,7 @@ def _unary(op: str, xs: list[torch.Tensor], node_state: list[torch.Tensor] | Non
         rate = {"dropout50": 0.5, "dropout30": 0.3, "dropout10": 0.1}[op]
         return _per_tensor(lambda x: torch.nn.functional.dropout(x, rate, training=True), xs)
     if op == "clip_norm":  # TF clip_by_norm: per tensor, x * 1/max(||x||, 1)
-        # compiled: a per-tensor reduction inductor fuses (it has no lowering for _foreach_norm)
-        norms = _per_tensor(torch.linalg.vector_norm, xs) if torch.compiler.is_compiling() \
-            else torch._foreach_norm(xs)
+        norms = torch._foreach_norm(xs)
         return [x / torch.clamp_min(n, 1.0) for x, n in zip(xs, norms)]
     if op == "softsign":
         den = torch._foreach_abs(xs)
