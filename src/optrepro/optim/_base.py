@@ -48,6 +48,14 @@ def default_foreach(params: list[torch.Tensor]) -> bool:
     return all(p.device.type not in ("cpu", "meta") for p in params)
 
 
+def closure_loss(closure: Callable[[], Any] | None):
+    """torch.optim's step preamble: closure() with gradients enabled (steps run under no_grad), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class OwnOptimizer(Optimizer):
     """Base for optrepro's own optimizers: closure handling, grad gathering, foreach/compiled dispatch.
 
@@ -115,10 +123,7 @@ class OwnOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params, grads, states = [], [], []
             for p in group["params"]:

@@ -56,7 +56,7 @@ from torch import nn
 from torch.optim import Adam
 from torch.optim.adam import adam as adam_functional
 
-from optrepro.optim._base import fastest_torch_kwargs
+from optrepro.optim._base import closure_loss, fastest_torch_kwargs
 
 STRATEGIES = ("additive", "multiplicative", "depth")
 MODES = ("described", "reference")
@@ -212,10 +212,7 @@ class CaAdam(Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lists = ([], [], [], [], [], [])  # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
             has_complex = self._init_group(group, *lists)

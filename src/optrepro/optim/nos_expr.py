@@ -42,7 +42,7 @@ from torch.optim import Optimizer
 
 from optrepro.nos.space import EPS, FINAL_NAMES, Genome, cyclical_momentum, decay_value, final_genome
 from optrepro.optim import _compiled
-from optrepro.optim._base import default_foreach
+from optrepro.optim._base import closure_loss, default_foreach
 
 MOMENTUM_SCHEDULES = ("cyclical", "constant")
 NESTEROV_FORMS = ("final", "search")
@@ -405,10 +405,7 @@ class NOSExpression(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from optrepro.optim._base import OwnOptimizer, grouped
+from optrepro.optim._base import OwnOptimizer, closure_loss, grouped
 
 
 def _same_or_list(values: list[float]):
@@ -50,10 +50,7 @@ class EpsHatAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             if any(p.grad is not None for p in group["params"]):
                 t = group["eps_hat_step"] + 1
