@@ -1,7 +1,9 @@
 """NOS expression optimizers: the Adam genome == torch Adam, final genomes build and train, text/LaTeX, decays."""
 import copy
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -77,6 +79,78 @@ def test_hand_computed_opt10_step_with_and_without_decay():
         assert torch.allclose(w.detach(), expected)
 
 
+def _reference_final_step_rules(name, use_decay, w, grads, lr, total, warmup, hold):
+    """The released final classes' updates written out in float64 (finalOptimizers.py, dossier §4), constant lr:
+    every genome's operands, ops, decays, momentum and Nesterov form, independent of the genome interpreter.
+    Where the interpreter guards a division with eps (register: nos-division-guard: the div of the update and
+    of the LR multiplier erfc(erfc(a4)) / dtanh(a8)), so does this."""
+    def a(k, t):
+        return space.decay_base(k, t, total)
+
+    def dtanh(x):
+        return 1 - math.tanh(x) ** 2
+
+    mus = np.concatenate((np.linspace(0.95, 0.85, warmup), np.linspace(0.85, 0.85, hold),
+                          np.linspace(0.85, 0.95, total - warmup - hold)))
+    w, v, s, ell, mom = w.clone(), *(torch.zeros_like(w) for _ in range(4))
+    for t, g in enumerate(grads):
+        v, s, ell = 0.9 * v + 0.1 * g, 0.99 * s + 0.01 * g * g, 0.999 * ell + 0.001 * g * g
+        v_hat, s_hat, ell_hat = v / (1 - 0.9 ** (t + 1)), s / (1 - 0.99 ** (t + 1)), ell / (1 - 0.999 ** (t + 1))
+        q, step = 0.3 * g + 0.7 * v_hat, lr
+        lr_mult = math.erfc(math.erfc(a(4, t))) / (dtanh(a(8, t)) + 1e-7) if use_decay else 1.0
+        if name in ("opt1", "opt2", "opt3"):
+            if name == "opt1":  # the code's parentheses: |1e-5 w - 0.05 g^2 + 0.95 s_hat|
+                r = (1e-5 * w - 0.05 * g ** 2 + 0.95 * s_hat).abs()
+                c = torch.minimum(torch.maximum(1e-5 * w, -r), r)
+            else:
+                mix = 0.05 * g ** 2 + 0.95 * s_hat if name == "opt2" else 0.01 * g ** 3 + 0.99 * ell_hat
+                c = 1e-5 * w / torch.sqrt(1 + (1e-5 * w - mix) ** 2)
+            u = q + c / (1 + c.abs())
+        elif name in ("opt4", "opt5"):
+            c = torch.exp(v_hat).abs() * (math.atan(a(13, t)) if name == "opt4" else 1.0)
+            u, step = q / (torch.minimum(torch.full_like(w, 2.0), c) + 1e-7), lr * lr_mult
+        elif name == "opt6":
+            c = ((dtanh(a(4, t)) if use_decay else 1.0) * torch.exp(1e-4 * w)).abs()
+            u, step = q / (c + 1e-7), lr * lr_mult
+        elif name in ("opt7", "opt8"):
+            d = max(a(6, t), a(10, t)) if use_decay else 1.0
+            u = (torch.tanh if name == "opt7" else torch.asinh)(d * torch.asinh(q))
+        elif name == "opt9":
+            u = (math.erfc(a(11, t)) if use_decay else 1.0) * g * torch.exp(torch.atan(0.05 * g ** 2 + 0.95 * s_hat))
+        elif name == "opt10":
+            u = torch.special.i1e(torch.special.i1e((a(13, t) * a(2, t) if use_decay else 1.0) * g))
+        else:  # AdamClip variants 0..4 = A1..A5
+            bound = {"a1": s_hat.sqrt() + 1e-7, "a2": torch.log(s_hat + 1e-7).abs(),
+                     "a3": torch.log(s_hat + 1e-7).abs().sqrt(), "a4": torch.sigmoid(s_hat + 1e-7),
+                     "a5": s_hat.sqrt() + 1e-7}[name]
+            u = torch.minimum(torch.maximum(v_hat, -bound), bound)
+            if name == "a5":
+                u = u / max(float(u.norm()), 1.0)
+        if name in ("opt9", "opt10"):  # Nesterov as their code: mom <- mu mom - lr u; w += mu mom - lr u
+            mom = mus[t] * mom - step * u
+            w = w + mus[t] * mom - step * u
+        else:
+            w = w - step * u
+    return w
+
+
+@pytest.mark.parametrize("use_decay", [False, True])
+@pytest.mark.parametrize("name", [n for n in space.FINAL_NAMES if n != "adam"])
+def test_final_genomes_match_the_authors_update_rules(name, use_decay):
+    total, warmup, hold, lr = 40, 5, 5, 0.05
+    torch.manual_seed(0)
+    w0 = torch.randn(50, dtype=torch.float64) * 3
+    grads = [torch.randn(50, dtype=torch.float64) * 0.5 for _ in range(total - 1)]
+    w = nn.Parameter(w0.clone())
+    opt = NOSExpression([w], genome=name, lr=lr, use_decay=use_decay, total_steps=total, warmup_steps=warmup,
+                        hold_steps=hold)
+    for g in grads:
+        w.grad = g.clone()
+        opt.step()
+    expected = _reference_final_step_rules(name, use_decay, w0, grads, lr, total, warmup, hold)
+    assert torch.allclose(w.detach(), expected, rtol=0, atol=1e-10)
+
+
 def test_decays_switch_off_and_need_total_steps():
     w = nn.Parameter(torch.ones(3))
     with pytest.raises(ValueError, match="total_steps"):
@@ -84,6 +158,7 @@ def test_decays_switch_off_and_need_total_steps():
     NOSExpression([w], genome="opt7", use_decay=False)  # no decay, no momentum: no T needed
     with pytest.raises(ValueError, match="total_steps"):
         NOSExpression([w], genome="opt4")  # its internal atan(a13) stays on, as in the authors' code
+    NOSExpression([w], genome="opt6")  # its dtanh(a4) is switched by use_decay, as in the authors' code
     # Opt7 with decays on: D(0) = max(a6, a10)(0) = 0, so the first update is exactly zero
     opt = NOSExpression([w], genome="opt7", use_decay=True, total_steps=10)
     w.grad = torch.ones(3)
@@ -100,7 +175,41 @@ def test_decay_bases_and_schedules():
     assert space.cyclical_momentum(0, 100, 10, 5) == 0.95
     assert space.cyclical_momentum(9, 100, 10, 5) == pytest.approx(0.85)
     assert space.cyclical_momentum(99, 100, 10, 5) == pytest.approx(0.95)
-    assert space._i1e(1.5) == pytest.approx(float(torch.special.i1e(torch.tensor(1.5, dtype=torch.float64))))
+    # one-point np.linspace segments give their start value
+    assert [space.cyclical_momentum(t, 5, 1, 1) for t in range(5)] == pytest.approx([0.95, 0.85, 0.85, 0.9, 0.95])
+    for x in (1.5, -4.0, 29.0, 31.0, 800.0, -1e5):  # series below |x| = 30, asymptotic above (no overflow at 710)
+        assert space._i1e(x) == pytest.approx(float(torch.special.i1e(torch.tensor(x, dtype=torch.float64))),
+                                              rel=1e-13)
+
+
+def test_latex_of_every_final_genome_uses_only_known_macros():
+    known = {"cdot", "frac", "sqrt", "operatorname", "left", "right", "hat", "ln", "tanh", "arctan", "max", "min",
+             "epsilon", "text", "pm", "le", "lambda", "ell", "sigma"}
+    for name in space.FINAL_NAMES:  # e.g. mul's template once glued \cdot to e^{...}: "\cdote" stops pdflatex
+        for genome in (final_genome(name), final_genome(name, "paper") if name == "opt1" else None):
+            if genome is not None:
+                words = set(re.findall(r"\\([A-Za-z]+)", genome.latex()))
+                assert words <= known, (name, words - known)
+    assert "(0.95(" in final_genome("opt1").text().replace("*", "")  # mix95 parenthesises its arguments
+
+
+def test_running_max_starts_from_zero_as_the_authors_slot():
+    w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    opt = NOSExpression([w], genome=Genome((space.U("running_max", "g"),)), lr=1.0)
+    w.grad = torch.tensor([-2.0, 3.0], dtype=torch.float64)
+    opt.step()  # u = max(g, 0)
+    assert w.detach().tolist() == [0.0, -3.0]
+
+
+def test_a_parameter_with_a_late_first_gradient_joins_the_groups_step():
+    late, early = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(2))
+    opt = NOSExpression([late, early], genome="opt9", lr=1e-2, total_steps=100)
+    for _ in range(5):
+        early.grad = torch.ones(2)
+        opt.step()
+    late.grad = torch.ones(2)
+    opt.step()
+    assert opt.state[late]["step"] == opt.state[early]["step"] == 6
 
 
 def test_text_and_latex():

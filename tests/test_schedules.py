@@ -100,6 +100,16 @@ def test_warmup_cosine():
     assert g(0, 100, 5) == pytest.approx(0.1) and g(10, 100, 5) == 1.0
 
 
+def test_warmup_hold_cosine_is_the_nos_authors_schedule():
+    f = schedules.build_schedule("warmup_hold_cosine", warmup_steps=4, hold_steps=3)
+    total = 17  # warm-up 0, 1/4, 2/4, 3/4; 1 through step 7; then (1 + cos(pi (t - 7) / 10)) / 2
+    assert [f(t, total, 1) for t in range(8)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    for t in range(8, total):
+        assert f(t, total, 1) == pytest.approx(0.5 * (1 + math.cos(math.pi * (t - 7) / 10)))
+    with pytest.raises(ValueError, match="hold_steps"):
+        schedules.build_schedule("warmup_hold_cosine", hold_steps=-1)
+
+
 @pytest.mark.parametrize("name,args,match", [
     ("cosinee", {}, "cosine"),
     ("cosine", {"t0": 3}, "min_factor"),

@@ -148,6 +148,25 @@ def warmup_cosine(warmup_steps: int, warmup_fraction: float, min_factor: float) 
     return f
 
 
+
+@register_schedule("warmup_hold_cosine", {"warmup_steps": 0, "hold_steps": 0})
+def warmup_hold_cosine(warmup_steps: int, hold_steps: int) -> ScheduleFn:
+    """The NOS authors' LR factor (lr_warmup_cosine_decay in their code): step / W over the W warm-up steps (0 at
+    step 0, as theirs), 1 through step W + H, then a half cosine to 0 at total_steps. NOSExpression's cyclical
+    momentum takes the same warmup_steps and hold_steps (hold_steps there)."""
+    for what, value in (("warmup_steps", warmup_steps), ("hold_steps", hold_steps)):
+        if value < 0 or int(value) != value:
+            raise ValueError(f"warmup_hold_cosine {what} must be an integer >= 0, got {value!r}")
+
+    def f(step: int, total_steps: int, steps_per_epoch: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        if step <= warmup_steps + hold_steps:
+            return 1.0
+        return _half_cosine((step - warmup_steps - hold_steps) / (total_steps - warmup_steps - hold_steps), 0.0)
+
+    return f
+
 # --- closed-loop controllers -----------------------------------------------------------------------
 
 class Controller:

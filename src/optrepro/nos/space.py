@@ -7,8 +7,8 @@ DecaySchedule). The genome also carries an LR multiplier (a decay expression on 
 schedule"), the momentum type (none / momentum / nesterov) and the `flip` flag.
 
 Decay expressions are nested tuples: ("a", k) is base schedule a_k(t, T); (op, x) a unary decay op;
-(op, x, y) a binary one. `switchable` decays are the ones the authors' `use_decay` flag turns off; decays
-inside Opt4 and Opt6 (atan(a13), dtanh(a4)) stay on, as the authors' code keeps them (Opt4 via `variant`).
+(op, x, y) a binary one. `switchable` decays are the ones the authors' `use_decay` flag turns off: all but
+Opt4's internal atan(a13), which the authors' code governs by `variant` instead (variant 0, kept on here).
 
 The update graph's operand and op tables follow the authors' code order (§1.2-1.4). A few entries marked
 `final_only` are needed only to spell the released final optimizers and are not drawn by a search
@@ -83,14 +83,14 @@ SEARCH_UNARY = tuple(list(UNARY_OPS)[:26])
 BINARY_OPS: dict[str, tuple[str, str]] = {
     "add": ("({x}+{y})", "({x}+{y})"),
     "sub": ("({x}-{y})", "({x}-{y})"),
-    "mul": ("({x}*{y})", r"({x}\cdot{y})"),
+    "mul": ("({x}*{y})", r"({x}\cdot {y})"),
     "max": ("max({x},{y})", r"\max({x},{y})"),
     "min": ("min({x},{y})", r"\min({x},{y})"),
     "div": ("{x}/({y}+eps)", r"\frac{{{x}}}{{{y}+\epsilon}}"),
     "div_sqrt": ("{x}/sqrt(1+{y}^2)", r"\frac{{{x}}}{{\sqrt{{1+({y})^{{2}}}}}}"),
     "clip": ("clip({x},-|{y}|,|{y}|)", r"\operatorname{{clip}}({x},\pm|{y}|)"),
-    "mix95": ("(0.95{x}+0.05{y})", r"(0.95{x}+0.05{y})"),
-    "pow_abs": ("|{x}|^{y}", r"|{x}|^{{{y}}}"),
+    "mix95": ("(0.95*({x})+0.05*({y}))", r"(0.95({x})+0.05({y}))"),
+    "pow_abs": ("|{x}|^({y})", r"|{x}|^{{{y}}}"),
 }
 
 # Decay functions: base schedules a1..a14 of (t, T), and the decay-graph ops.
@@ -143,7 +143,16 @@ def _sigmoid(x: float) -> float:
 
 
 def _i1e(x: float) -> float:
-    # exp(-|x|) I_1(x) by its power series; decay inputs lie in [0, 1] after the [0,1] filter, so it converges fast
+    """exp(-|x|) I_1(x). Power series up to |x| = 30 (all terms one sign, so no cancellation), above it the
+    asymptotic expansion: the series' exp(|x|) growth would overflow near |x| = 710, and a hidden decay node such
+    as x / (y + eps) can get there."""
+    if abs(x) > 30:
+        z, term, total, k = abs(x), 1.0, 0.0, 0
+        while abs(term) > 1e-17 * abs(total) or k < 2:  # sum_k (-1)^k prod_j (4 - (2j-1)^2) / (k! (8z)^k)
+            total += term
+            k += 1
+            term *= -(4 - (2 * k - 1) ** 2) / (8 * k * z)
+        return math.copysign(total / math.sqrt(2 * math.pi * z), x)
     term, total, k = x / 2, 0.0, 0
     while abs(term) > 1e-17 * max(abs(total), 1e-300) or k < 2:
         total += term
@@ -342,7 +351,7 @@ def final_genome(name: str, opt1_form: str = "code") -> Genome:
         c = U("abs", 0, ("atan", ("a", 13)), switchable=False) if name == "opt4" else U("id", 0)
         return Genome((U("exp", "v_hat"), c, B("clip", "two", 1), B("div", "qhm_g", 2)), lr_decay=LR_MULT_OPT4, name=name)
     if name == "opt6":
-        return Genome((U("exp", "w4"), U("abs", 0, ("dtanh", ("a", 4)), switchable=False), B("div", "qhm_g", 1)),
+        return Genome((U("exp", "w4"), U("abs", 0, ("dtanh", ("a", 4))), B("div", "qhm_g", 1)),
                       lr_decay=LR_MULT_OPT4, name=name)
     if name in ("opt7", "opt8"):
         outer = "tanh" if name == "opt7" else "asinh"
@@ -374,19 +383,10 @@ FINAL_NAMES = tuple([f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(
 def cyclical_momentum(t: int, total: int, warmup: int, hold: int, high: float = 0.95, low: float = 0.85) -> float:
     """mu_t: high -> low over `warmup` steps, `low` for `hold` steps, low -> high over the rest (np.linspace)."""
     t = min(max(t, 0), total - 1)
-    if t < warmup:
-        return high - (high - low) * (t / (warmup - 1) if warmup > 1 else 1.0)
+    if t < warmup:  # np.linspace(high, low, warmup); with one point it is [high]
+        return high - (high - low) * (t / (warmup - 1) if warmup > 1 else 0.0)
     if t < warmup + hold:
         return low
     rest = total - warmup - hold
     k = t - warmup - hold
-    return low + (high - low) * (k / (rest - 1) if rest > 1 else 1.0)
-
-
-def warmup_hold_cosine(t: int, total: int, warmup: int, hold: int) -> float:
-    """The authors' base LR factor (finalOptimizers form): linear warmup, hold, cosine decay to 0."""
-    if t < warmup:
-        return t / warmup
-    if t <= warmup + hold:
-        return 1.0
-    return 0.5 * (1 + math.cos(math.pi * (t - warmup - hold) / (total - warmup - hold)))
+    return low + (high - low) * (k / (rest - 1) if rest > 1 else 0.0)

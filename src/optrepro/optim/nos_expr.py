@@ -25,16 +25,16 @@ Update with u = root value times the LR multiplier (if any), negated when `flip`
   nesterov   b <- mu b - lr u ; w <- w + mu b - lr u  (`nesterov_form="final"`, Opt9/Opt10's code)
                                 w <- w + b - lr u     (`nesterov_form="search"`, the search code)
 mu is the cyclical momentum (0.95 -> 0.85 over the warmup, hold, back to 0.95) when momentum_schedule is
-"cyclical", else the constant `momentum`. lr is group["lr"], the loop's schedule (warmup-hold-cosine for the
-paper's runs) acting on it as the Keras callback did.
+"cyclical", else the constant `momentum`. lr is group["lr"], the loop's schedule acting on it as the Keras
+callback did: for the paper's runs the schedule `warmup_hold_cosine` (optrepro.schedules) with the same
+warmup_steps and hold_steps as given here (the authors': 6400 and 12800 of 96000 steps).
 
 Decays need the run length: `total_steps` (T) must be given when the genome's decays are on (use_decay=True,
-or a decay marked not switchable, as in Opt4/Opt6) or the momentum schedule is cyclical; t counts from 0 as
+or a decay marked not switchable, as Opt4's atan(a13)) or the momentum schedule is cyclical; t counts from 0 as
 Keras' `iterations` did. The authors' final classes default to use_decay=False; so does this class.
 """
 from __future__ import annotations
 
-import math
 import types
 
 import torch
@@ -375,9 +375,8 @@ class NOSExpression(Optimizer):
         state["step"] = 0
         for b in self._buffers:
             state[b] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        for i in self._stateful_nodes:
-            fill = -math.inf if self.genome.nodes[i].op == "running_max" else 0.0
-            state[f"node{i}"] = torch.full_like(p, fill, memory_format=torch.preserve_format)
+        for i in self._stateful_nodes:  # zeros, as the authors' slots (running_max too: max(x, 0) at t = 0)
+            state[f"node{i}"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if self.genome.momentum != "none":
             state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
@@ -415,7 +414,9 @@ class NOSExpression(Optimizer):
             for s, p in zip(states, params):
                 if not s:
                     self._init_state(s, p)
-            t = states[0]["step"]  # 0-based, as Keras' iterations
+            # 0-based, as Keras' iterations: one count for the group, so a parameter whose first gradient
+            # comes late joins at the group's step instead of restarting the group's t
+            t = max(s["step"] for s in states)
             scalars = self._scalars(group, t)
             all_states = states
             if self.compile_backend is not None:
