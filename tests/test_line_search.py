@@ -1,5 +1,6 @@
 """Line searches: clean/as-run trial semantics with StepClosure, Armijo acceptance, slope estimate, state."""
 import copy
+import math
 
 import pytest
 import torch
@@ -93,10 +94,117 @@ def test_sls_step_satisfies_armijo_and_reset_options():
     assert float(0.5 * w.detach() @ hessian @ w.detach()) <= loss0 - 0.1 * eta * float(g @ g) + 1e-12
     assert opt.internals()["last_backtracks"] > 0  # 10 is far too long a step for this quadratic
     assert float(eta / 10.0) == pytest.approx(0.9 ** opt.internals()["last_backtracks"])
-    # reset_option 0 continues from the accepted step (no backtrack needed), option 2 restarts at 10
-    keep = SLS([w], init_step_size=eta, reset_option=0)
-    keep.step(closure)
-    assert keep.internals()["step_size"] <= eta
+
+
+def reset_by_hand(option, eta, init, gamma, n):
+    """The step the search starts from: option 0 keeps eta, 1 multiplies it by gamma**(1/n), 2 restarts at init."""
+    return {0: eta, 1: eta * gamma ** (1.0 / n), 2: init}[option]
+
+
+@pytest.mark.parametrize("cls", [SLS, AdaSLS, AdamSLS])
+@pytest.mark.parametrize("option", [0, 1, 2])
+def test_reset_options_give_the_exact_start_of_each_search(cls, option):
+    # gamma**(1/n) = 2**(1/4) is no power of beta_b = 0.9, so eta / 0.9**backtracks tells the three options apart
+    w, _, closure = quadratic()
+    init, gamma, n = 10.0, 2.0, 4
+    opt = cls([w], init_step_size=init, reset_option=option, gamma=gamma, n_batches_per_epoch=n)
+    eta = init  # the stored step before step 1 is init_step_size; the reset is applied on step 1 too
+    for _ in range(3):
+        start = reset_by_hand(option, eta, init, gamma, n)
+        opt.step(closure)
+        eta = opt.internals()["step_size"]
+        assert eta == pytest.approx(start * 0.9 ** opt.internals()["last_backtracks"], rel=1e-12)
+    assert opt.internals()["backtracks"] > 0  # 10 is far too long a first step: backtracking was exercised
+
+
+def test_adamsls_speed_up_moves_averages_only_on_searching_steps():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+    batch = data()
+    opt = AdamSLS(model.parameters(), c=0.3, beta_s=0.99, speed_up=True)
+    tracked = ("avg_pp_norm", "step_size_fast", "step_size_slow")
+    skipped = 0
+    for step in range(300):  # the slow EMA needs ~100s of steps before fast/slow is near 1 and searches are skipped
+        before = opt.internals()
+        rows = torch.randperm(64, generator=torch.Generator().manual_seed(step))[:16]
+        opt.step(StepClosure(model, regression_forward, [(batch[0][rows], batch[1][rows])], [step]))
+        after = opt.internals()
+        if after["searched"] == before["searched"]:
+            skipped += 1
+            assert after["forward_evals"] == before["forward_evals"] + 1  # gradient only, no trial
+            assert all(after[k] == before[k] for k in tracked), step
+        else:
+            assert all(after[k] != before[k] for k in tracked), step
+    assert opt.internals()["searched"] >= 10 and skipped > 0  # always searches the first 10 steps, then skips
+
+
+def test_adasls_searches_even_at_a_zero_gradient():
+    # ada_sls has no small-gradient skip: the trial at distance 0 is evaluated and accepted at the reset step
+    w, _, closure = quadratic()
+    with torch.no_grad():
+        w.zero_()  # the minimum: gradient 0
+    opt = AdaSLS([w], init_step_size=1.0, reset_option=1, n_batches_per_epoch=500)
+    opt.step(closure)
+    s = opt.internals()
+    assert s["forward_evals"] == 2 and s["last_backtracks"] == 0 and s["loss_next"] == s["loss"] == 0.0
+    assert s["step_size"] == 2.0 ** (1 / 500)
+
+
+def test_alsals_accepts_a_nan_trial_as_the_authors_code_does():
+    # A NaN loss makes the smoothed Armijo comparison false, so the trial "passes" (alsals.yaml: alsals-nan-trial-accepted)
+    w = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+
+    def closure(backward=True):
+        if backward:
+            w.grad = None
+        with torch.enable_grad() if backward else torch.no_grad():
+            loss = (w ** 2).sum()
+            loss = torch.where(w.abs().max() > 3, torch.tensor(float("nan"), dtype=w.dtype), loss)
+            if backward:
+                loss.backward()
+        return loss.detach()
+
+    opt = ALSALS([w], init_step_size=100.0)
+    opt.step(closure)
+    s = opt.internals()
+    assert s["last_backtracks"] == 0 and s["step_size"] == pytest.approx(100.0 / 0.999)
+    assert math.isnan(s["loss_next"]) and math.isnan(s["decrease_ema"])
+    assert w.abs().max() > 3  # the far trial point, where the loss is NaN, was taken
+
+
+def test_alsals_growth_and_smoothed_armijo_match_a_hand_computation():
+    # Two steps on f(w) = 0.5 w^T H w, recomputed here from the dossier's pseudocode (alsals.md §1.4)
+    w, hessian, closure = quadratic(dim=3)
+    f = lambda x: float(0.5 * x @ hessian @ x)
+    init, c = 1.5, 0.5  # here the raw (unsmoothed) test would take 18 backtracks at step 2, the smoothed one 2
+    opt = ALSALS([w], init_step_size=init, c=c, probe_eps=1e-6)
+    x = w.detach().clone()
+    m, v, eta, slope_ema, dec_ema = torch.zeros_like(x), torch.zeros_like(x), init, 0.0, 0.0
+    backtracks = []
+    for t in (1, 2):
+        g = hessian @ x
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        d = (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+        eta = eta / 0.999  # growth before the probe
+        slope = (f(x) - f(x - 1e-6 * d)) / 1e-6
+        slope_ema = 0.99 * slope_ema + 0.01 * slope
+        c_eff = c if slope_ema > 0 else 1 / c
+        dec, k = f(x) - f(x - eta * d), 0
+        while 0.99 * dec_ema + 0.01 * dec < c_eff * eta * slope_ema:  # the smoothed Armijo test
+            eta, k = 0.9 * eta, k + 1
+            dec = f(x) - f(x - eta * d)
+        dec_ema = 0.99 * dec_ema + 0.01 * dec
+        x = x - eta * d
+        backtracks.append(k)
+
+        opt.step(closure)
+        s = opt.internals()
+        assert s["last_backtracks"] == k
+        assert s["step_size"] == pytest.approx(eta, rel=1e-12)
+        assert s["slope_ema"] == pytest.approx(slope_ema, rel=1e-6)
+        assert s["decrease_ema"] == pytest.approx(dec_ema, rel=1e-9)
+        assert torch.allclose(w.detach(), x, rtol=0, atol=1e-12)
+    assert backtracks == [5, 2]  # both steps backtrack, so the acceptance test itself is exercised
 
 
 def test_alsals_finite_difference_slope_matches_directional_derivative():

@@ -23,13 +23,15 @@ IJCNN-2023 AdamSLS is not implemented). Scalars (step size, smoothed averages, c
   SLS       Vaswani et al. 2019, SGD direction: accept eta if f(w - eta g) <= f(w) - c eta ||g||^2; backtrack
             eta *= beta_b at most 100 times, else eta = 1e-6. Skipped when ||g|| < 1e-8. Before each search the
             step is reset: reset_option 0 keeps eta, 1 multiplies it by gamma**(1/n_batches_per_epoch),
-            2 restarts from init_step_size.
+            2 restarts from init_step_size (applied on step 1 too, as sls.py does).
   AdaSLS    Vaswani et al. 2021 (IssamLaradji/ada_sls): preconditioned Armijo
             f(w - eta P g) <= f(w) - c eta <g, P g>, P = 1/(sqrt(v_hat)+1e-8) (adam/amsgrad) or
             1/(sqrt(sum g^2)+1e-8) (adagrad). Trials use momentum 0; the update may add momentum (m_hat).
+            Reset as SLS (step 1 included); no small-gradient skip, as in ada_sls.
   AdamSLS   the ALSALS authors' "ADAM+SLS" (sls/adam_sls.py): same trial direction, but the Armijo test is
             smoothed: bias-corrected EMAs (beta_s) of the loss decrease and of <g, P g>; the update uses the
-            momentum direction m_hat P. Optional `speed_up` searches only every L steps.
+            momentum direction m_hat P. Optional `speed_up` searches only every L steps; the smoothed
+            <g, P g> and the step-size EMAs that set L are updated only on those steps.
   ALSALS    the authors' KenSLS (sls/Ken_sls.py): trials and update along the Adam direction
             d = m_hat/(sqrt(v_hat)+1e-8); slope along d from a finite difference (L0 - f(w - eps d))/eps,
             eps = 5e-9, multiplied by 10 while the difference is exactly 0 (the numerical-underflow guard,
@@ -137,9 +139,9 @@ class SLS(_ArmijoBase):
         grads = [p.grad for p in params]
         grad_norm_sq = _dot(grads, grads)
         s["grad_norm"] = math.sqrt(grad_norm_sq)
-        eta = s["step_size"] if s["step"] > 1 else o["init_step_size"]
-        eta = self._reset(eta, o["reset_option"], o["gamma"], o["n_batches_per_epoch"], o["init_step_size"]) \
-            if s["step"] > 1 else eta
+        # reset before every search, step 1 included (sls.py resets from init_step_size on the first call too)
+        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
+                          o["init_step_size"])
         s["last_backtracks"] = 0
         if s["grad_norm"] < 1e-8:
             s["step_size"] = eta
@@ -225,23 +227,23 @@ class AdaSLS(_PreconditionedArmijo):
         trial_dir = torch._foreach_mul(grads, precond)
         pp_norm = _dot(grads, trial_dir)
         s["pp_norm"] = pp_norm
-        eta = s["step_size"]
-        if s["step"] > 1:
-            eta = self._reset(eta, o["reset_option"], o["gamma"], o["n_batches_per_epoch"], o["init_step_size"])
+        # reset before every search, step 1 included, as ada_sls's get_step_size does
+        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
+                          o["init_step_size"])
         origin = [p.clone() for p in params]
         s["last_backtracks"] = 0
-        if pp_norm >= 1e-8:
-            found = False
-            for k in range(o["max_backtracks"]):
-                loss_next = self._trial(closure, params, origin, trial_dir, eta)
-                if loss_next <= loss - o["c"] * eta * pp_norm:
-                    found = True
-                    break
-                eta *= o["beta_b"]
-                s["last_backtracks"] = k + 1
-            if not found:
-                eta = 1e-6
-            s["loss_next"] = loss_next
+        # no small-gradient skip: ada_sls searches every step (its grad-norm early return is commented out)
+        found = False
+        for k in range(o["max_backtracks"]):
+            loss_next = self._trial(closure, params, origin, trial_dir, eta)
+            if loss_next <= loss - o["c"] * eta * pp_norm:
+                found = True
+                break
+            eta *= o["beta_b"]
+            s["last_backtracks"] = k + 1
+        if not found:
+            eta = 1e-6
+        s["loss_next"] = loss_next
         update_dir = trial_dir if m_hat is None else torch._foreach_mul(m_hat, precond)
         self._apply(params, origin, update_dir, eta)
         s["backtracks"] += s["last_backtracks"]
@@ -287,31 +289,35 @@ class AdamSLS(_PreconditionedArmijo):
         pp_norm = _dot(grads, trial_dir)
         s["pp_norm"] = pp_norm
         beta_s = o["beta_s"]
-        correction = 1 - beta_s ** t
-        s["avg_pp_norm"] = beta_s * s["avg_pp_norm"] + (1 - beta_s) * pp_norm
-        suff = s["avg_pp_norm"] / correction if o["smooth"] else pp_norm
         eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
                           o["init_step_size"])
         origin = [p.clone() for p in params]
         s["last_backtracks"] = 0
-        searched = loss != 0 and suff >= 1e-8 and self._search_due()
-        if searched:
-            for k in range(o["max_backtracks"]):
-                loss_next = self._trial(closure, params, origin, trial_dir, eta)
-                raw = loss - loss_next
-                decrease = (beta_s * s["avg_decrease"] + (1 - beta_s) * raw) / correction if o["smooth"] else raw
-                if decrease >= eta * o["c"] * suff:
-                    s["avg_decrease"] = beta_s * s["avg_decrease"] + (1 - beta_s) * raw
-                    break
-                eta *= o["beta_b"]
-                s["last_backtracks"] = k + 1
-            s["loss_next"] = loss_next
+        # As in adam_sls.py, the smoothed sum <g, P g> and the fast/slow step-size EMAs move only on steps where
+        # the search is due (every step without speed_up); skipped steps leave them alone.
+        if self._search_due():
             s["since_search"] = 0
-            s["searched"] += 1
+            s["searched"] += 1  # steps on which the search was due (the loss == 0 guard below may still skip it)
+            # the averages are updated once per due step, so that is the count their bias correction uses
+            correction = 1 - beta_s ** s["searched"]
+            s["avg_pp_norm"] = beta_s * s["avg_pp_norm"] + (1 - beta_s) * pp_norm
+            suff = s["avg_pp_norm"] / correction if o["smooth"] else pp_norm
+            if loss != 0 and suff >= 1e-8:
+                for k in range(o["max_backtracks"]):
+                    loss_next = self._trial(closure, params, origin, trial_dir, eta)
+                    raw = loss - loss_next
+                    decrease = (beta_s * s["avg_decrease"] + (1 - beta_s) * raw) / correction \
+                        if o["smooth"] else raw
+                    if decrease >= eta * o["c"] * suff:
+                        s["avg_decrease"] = beta_s * s["avg_decrease"] + (1 - beta_s) * raw
+                        break
+                    eta *= o["beta_b"]
+                    s["last_backtracks"] = k + 1
+                s["loss_next"] = loss_next
+            s["step_size_fast"] = 0.9 * s["step_size_fast"] + 0.1 * eta
+            s["step_size_slow"] = 0.99 * s["step_size_slow"] + 0.01 * eta
         else:
             s["since_search"] += 1
-        s["step_size_fast"] = 0.9 * s["step_size_fast"] + 0.1 * eta
-        s["step_size_slow"] = 0.99 * s["step_size_slow"] + 0.01 * eta
         update_dir = trial_dir if m_hat is None else torch._foreach_mul(m_hat, precond)
         self._apply(params, origin, update_dir, eta)
         s["backtracks"] += s["last_backtracks"]
