@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from optrepro.optim.fuzzy import FuzzySecondOrder
-from optrepro.optim.fuzzy_controller import DEFAULT_BETA3_RULES, DEFAULT_LR_RULES, default_system
+from optrepro.train import _autocast
+from optrepro.optim.fuzzy_controller import DEFAULT_BETA3_RULES, DEFAULT_LR_RULES, FuzzySystem, default_system
 
 
 def quadratic(n=30, seed=0):
@@ -95,3 +96,146 @@ def test_bad_choices():
         FuzzySecondOrder(p, fd_mode="hutchinson", total_steps=10)
     with pytest.raises(ValueError, match="total_steps"):
         FuzzySecondOrder(p)
+
+
+def mlp_closure(seed=0, precision="fp32"):
+    """fp32 MLP (autocast only casts fp32), fixed batch; the forward in the training loop's autocast for
+    `precision`, as the trainer's closure runs it."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+
+    def closure(backward=True):
+        for p in model.parameters():
+            p.grad = None
+        with torch.enable_grad():
+            with _autocast({"precision": precision}, torch.device("cpu")):
+                loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+        return loss.detach()
+    return model, closure
+
+
+def first_step_curvature(outer_autocast: bool, precision: str = "fp32"):
+    model, closure = mlp_closure(precision=precision)
+    opt = FuzzySecondOrder(model.parameters(), fuzzy=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer_autocast):
+        opt.step(closure)
+    return torch.cat([opt.state[p]["exp_avg_curv"].flatten() for p in model.parameters()])
+
+
+def test_probe_runs_in_fp32_under_an_outer_autocast():
+    # dossier §7.B: both gradients of the finite difference (g0 and g at w + r v) in fp32; bf16 rounding / r
+    # would swamp the curvature
+    reference = first_step_curvature(outer_autocast=False)
+    assert torch.allclose(first_step_curvature(outer_autocast=True), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_probe_runs_in_fp32_when_the_training_loop_runs_bf16():
+    # the trainer's forward enters its own bf16 autocast inside the closure; during the probe it stands down
+    reference = first_step_curvature(outer_autocast=False)
+    assert torch.allclose(first_step_curvature(outer_autocast=False, precision="bf16"), reference,
+                          rtol=1e-5, atol=1e-6)
+
+
+def test_probe_restores_weights_bit_exactly():
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(100_000) * 0.05)
+    before = p.detach().clone()
+
+    def closure(backward=True):
+        p.grad = None
+        with torch.enable_grad():
+            (p ** 2).sum().backward()
+    opt = FuzzySecondOrder([p], fuzzy=False)
+    closure()
+    opt.hessian_probe(closure, [p], [p.grad.clone()])
+    assert torch.equal(p.detach(), before)  # +r v then -r v would leave rounding drift
+
+
+def test_controller_lr_is_written_into_the_param_groups():
+    model, closure = mlp_closure()
+    opt = FuzzySecondOrder(model.parameters(), total_steps=40, fuzzy_every=5, lr=0.05, lr_min=1e-3, lr_max=0.1)
+    for _ in range(5):
+        opt.step(closure)
+    s = opt.internals()
+    assert s["fuzzy_calls"] == 1 and s["lr"] != 0.05
+    assert all(g["lr"] == s["lr"] and g["beta3"] == s["beta3"] for g in opt.param_groups)
+    # the update uses the controller's lr: an outer schedule writing group["lr"] has no effect (register entry
+    # fuzzy-lr-schedule)
+    twin_model, twin_closure = mlp_closure()
+    twin = FuzzySecondOrder(twin_model.parameters(), total_steps=40, fuzzy_every=5, lr=0.05, lr_min=1e-3, lr_max=0.1)
+    twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    twin_model.load_state_dict(model.state_dict())
+    for g in twin.param_groups:
+        g["lr"] = 123.0
+    opt.step(closure)
+    twin.step(twin_closure)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin_model.parameters()))
+
+
+@pytest.mark.parametrize("fd_mode", ["ones", "update"])
+def test_no_host_reads_between_controller_calls(monkeypatch, fd_mode):
+    # dossier §2: read the loss only every fuzzy_every steps (a GPU sync otherwise); the clamped count waits too
+    model, closure = mlp_closure()
+    opt = FuzzySecondOrder(model.parameters(), fd_mode=fd_mode, total_steps=20, fuzzy_every=5)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("device value read on the host between controller calls")
+    with monkeypatch.context() as patch:
+        for name in ("__float__", "__int__", "__index__", "__bool__", "item", "tolist"):
+            patch.setattr(torch.Tensor, name, forbidden)
+        for _ in range(4):
+            opt.step(closure)
+    opt.step(closure)  # the controller call reads the loss EMA
+    assert opt.internals()["fuzzy_calls"] == 1
+    assert 0.0 <= opt.internals()["clamped_fraction"] <= 1.0
+
+
+def test_clip_rho_bounds_the_per_coordinate_step():
+    moves = {}
+    for clip in (None, 0.01):
+        model, closure = mlp_closure()
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        FuzzySecondOrder(model.parameters(), lr=1.0, fuzzy=False, clip_rho=clip).step(closure)
+        moves[clip] = (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).abs().max()
+    assert moves[0.01] <= 0.01 * (1 + 1e-6) < moves[None]
+    with pytest.raises(ValueError, match="clip_rho"):
+        FuzzySecondOrder(model.parameters(), fuzzy=False, clip_rho=0.0)
+
+
+@pytest.mark.parametrize("relative_step", [False, True])
+def test_relative_step(relative_step):
+    # f = sum(w^4)/4, g = w^3: the forward difference with step h is 3 w^2 + 3 w h + h^2 exactly (float64)
+    w = nn.Parameter(torch.tensor([2.0, -0.5, 1e-5, 0.0, 30.0], dtype=torch.float64))
+
+    def closure(backward=True):
+        w.grad = None
+        with torch.enable_grad():
+            (w ** 4 / 4).sum().backward()
+    r = 1e-3
+    opt = FuzzySecondOrder([w], r=r, fuzzy=False, relative_step=relative_step)
+    closure()
+    estimate = opt.hessian_probe(closure, [w], [w.grad.clone()])[0]
+    x = w.detach()
+    h = r * x.abs().clamp_min(1e-3) if relative_step else torch.full_like(x, r)
+    assert torch.allclose(estimate, 3 * x ** 2 + 3 * x * h + h ** 2, rtol=1e-6, atol=1e-12)
+
+
+def test_custom_fuzzy_system():
+    # a rule base that always says "high lr": the lr climbs by the capped ratio per call up to lr_max
+    always_high = FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)),
+                              output_ranges={"log10_lr": (-3.0, -1.0), "beta3": (0.5, 0.999)},
+                              rules={"log10_lr": [[2] * 3] * 3, "beta3": DEFAULT_BETA3_RULES})
+    model, closure = mlp_closure()
+    opt = FuzzySecondOrder(model.parameters(), lr=1e-3, total_steps=100, fuzzy_every=2, max_lr_ratio=2.0,
+                           fuzzy_system=always_high)
+    for _ in range(2):
+        opt.step(closure)
+    assert opt.internals()["lr"] == pytest.approx(2e-3)  # the default system would not choose the top term here
+    default = FuzzySecondOrder(model.parameters(), lr=1e-3, total_steps=100, fuzzy_every=2, max_lr_ratio=2.0)
+    assert default.controller is not always_high
+    bad = FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)), output_ranges={"lr": (0.0, 1.0)},
+                      rules={"lr": DEFAULT_LR_RULES})
+    with pytest.raises(ValueError, match="log10_lr"):
+        FuzzySecondOrder(model.parameters(), total_steps=10, fuzzy_system=bad)

@@ -24,6 +24,7 @@ import torch
 from optrepro import optim, problems, schedules
 from optrepro.closure import StepClosure
 from optrepro.io import append_jsonl, atomic_write_json, truncate_lines
+from optrepro.optim import _base as optim_base
 from optrepro.provenance import provenance
 
 CHECKPOINT = "checkpoint.pt"
@@ -90,7 +91,8 @@ def _splits_on(problem, device: torch.device) -> dict:
 
 
 def _autocast(spec, device):
-    if spec["precision"] == "bf16":
+    # an optimizer's finite-difference probe (fuzzy) asks for fp32 through the closure: bf16 stands down
+    if spec["precision"] == "bf16" and not optim_base.full_precision_requested():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return torch.autocast(device_type=device.type, enabled=False)
 

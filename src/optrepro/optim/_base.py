@@ -9,6 +9,8 @@ CPU and GPU); it agrees with the others to rounding, and tensors it cannot take 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any, Callable
 
 import torch
@@ -46,6 +48,37 @@ def default_foreach(params: list[torch.Tensor]) -> bool:
     parameters in 100 tensors, 31 ms for-loop vs 74 ms foreach, benchmarks/optim_step.py). torch's own
     default makes the same choice."""
     return all(p.device.type not in ("cpu", "meta") for p in params)
+
+
+_FULL_PRECISION = contextvars.ContextVar("optrepro_full_precision", default=False)
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str):
+    """fp32 for a finite difference: autocast off for `device_type`, TF32 matmuls/convolutions off, and the
+    training loop told not to enter its own bf16 autocast (full_precision_requested) inside the closure.
+
+    The difference g(w + r v) - g(w) is O(r |H|), so bf16/TF32 rounding of either gradient (relative 1e-3..1e-2)
+    swamps it when r = 1e-3. Both gradients must also see the same precision, or the difference picks up the
+    rounding error of one of them. The TF32 flags are global; they are restored on exit.
+    """
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    token = _FULL_PRECISION.set(True)
+    try:
+        if torch.amp.is_autocast_available(device_type):
+            with torch.autocast(device_type=device_type, enabled=False):
+                yield
+        else:
+            yield
+    finally:
+        _FULL_PRECISION.reset(token)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def full_precision_requested() -> bool:
+    """True inside an optimizer's full_precision block: mixed-precision forwards should run in fp32."""
+    return _FULL_PRECISION.get()
 
 
 def closure_loss(closure: Callable[[], Any] | None):

@@ -31,6 +31,7 @@ register(OptimizerInfo(
               "n_batches_per_epoch": 500, "max_backtracks": 100, "mode": "clean"},
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
                               "c": {"type": "log_uniform", "low": 1e-2, "high": 0.5}}},
+    impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
     requires_closure=True, paper="alsals",
     description="SGD + Armijo line search (Vaswani et al. 2019); no lr: the search sets the step"))
 register(OptimizerInfo(
@@ -39,6 +40,7 @@ register(OptimizerInfo(
               "gamma": 2.0, "reset_option": 1, "n_batches_per_epoch": 500, "max_backtracks": 100, "mode": "clean"},
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
                               "c": {"type": "choice", "values": [0.1, 0.2, 0.5]}}},
+    impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
     requires_closure=True, paper="alsals",
     description="preconditioned Armijo line search, Vaswani et al. 2021 (IssamLaradji/ada_sls): Vaswani's Adam+SLS"))
 register(OptimizerInfo(
@@ -48,6 +50,7 @@ register(OptimizerInfo(
               "speed_up": False, "mode": "clean"},
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-3, "high": 1.0},
                               "c": {"type": "uniform", "low": 0.1, "high": 0.7}}},
+    impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
     requires_closure=True, paper="alsals",
     description="the ALSALS authors' ADAM+SLS (sls/adam_sls.py): smoothed Armijo, momentum only in the update"))
 register(OptimizerInfo(
@@ -70,7 +73,7 @@ for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
         name=f"nos_{_name}",
         target=f"optrepro.optim.nos_expr:NOS{_name.capitalize()}",
         defaults={**_NOS_COMMON, **_extra},
-        impl_version=1,
+        impl_version=2 if _name == "opt6" else 1,  # 2: its dtanh(a4) follows use_decay, as the authors' code
         # the authors swept eta over {10, 1, 1e-1, ..., 1e-5} for every candidate (dossier §2)
         search_space={"default": {"lr": {**_LR, "low": 1e-5, "high": 10.0},
                                   "use_decay": {"type": "choice", "values": [False, True]}}},
@@ -85,10 +88,11 @@ register(OptimizerInfo(
     defaults={"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,
               "eps_curv": 1e-4, "weight_decay": 0.0, "fuzzy": True, "fuzzy_every": 100, "total_steps": None,
               "lr_min": 1e-4, "lr_max": 1e-2, "beta3_min": 0.5, "beta3_max": 0.999, "max_lr_ratio": 2.0,
-              "loss_ema": 0.9, "seed": 0},
+              "loss_ema": 0.9, "seed": 0, "clip_rho": None, "relative_step": False},
     search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-1},
                               "lr_min": {**_LR, "low": 1e-5, "high": 1e-3},
                               "lr_max": {**_LR, "low": 1e-3, "high": 1e-1}}},
+    impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
     requires_closure=True, paper="fuzzy",
     description="finite-difference diagonal Hessian + Newton-like update + fuzzy lr/beta3 controller "
                 "(illustrative rule base: the paper's could not be read); needs total_steps when fuzzy=True"))

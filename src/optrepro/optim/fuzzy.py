@@ -13,20 +13,33 @@ the dossier's default (§1.2-1.3, §7):
   denom       max(|h_hat|, eps_curv), eps_curv = 1e-4
   EMAs        m <- b1 m + (1-b1) g ; h <- b3 h + (1-b3) hd ; bias correction by running products (b3 varies)
   lr, beta3   from the fuzzy controller every `fuzzy_every` steps (x1 = relative change of the EMA loss,
-              x2 = t / total_steps); the output change is capped by `max_lr_ratio` per call
-The probe runs in fp32 with TF32 matmuls off; BatchNorm buffers are restored by the closure (trial calls are
-"frozen") and its noise is replayed, so both gradients see the same batch and masks.
+              x2 = t / total_steps); the output change is capped by `max_lr_ratio` per call. `fuzzy_system`
+              swaps in another rule base (a FuzzySystem with outputs log10_lr and beta3).
+              With fuzzy=True the controller owns the lr: it is written into every group's "lr" after each
+              step, and an lr the caller puts there (an outer schedule) is not used (ambiguity register
+              fuzzy-lr-schedule).
+  clip_rho    None; a number clips m_hat / denom to +-clip_rho per coordinate (Sophia-style, ablation only)
+  relative_step  False; True uses r_i = r * max(|w_i|, 1e-3) per weight (dossier §7.C)
+Both gradients of a probe step (g(w) and g(w + r v)) run with autocast disabled and TF32 off, so their
+difference is not rounding noise (§7.B); the training loop's own bf16 autocast stands down meanwhile
+(_base.full_precision_requested). BatchNorm buffers are restored by
+the closure (trial calls are "frozen") and its noise is replayed, so both gradients see the same batch and
+masks. Python reads of device values (loss, clamped count) happen only when the controller runs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 from torch.optim import Optimizer
 
-from optrepro.optim.fuzzy_controller import default_system
+from optrepro.optim._base import full_precision
+from optrepro.optim.fuzzy_controller import FuzzySystem, default_system
 
 FD_MODES = ("ones", "rademacher", "update")
+RELATIVE_STEP_FLOOR = 1e-3  # r_i = r * max(|w_i|, floor): weights near 0 still get a usable step (§7.C)
+CONTROLLER_OUTPUTS = ("log10_lr", "beta3")
 
 
 class FuzzySecondOrder(Optimizer):
@@ -37,21 +50,33 @@ class FuzzySecondOrder(Optimizer):
                  fd_mode: str = "ones", hess_every: int = 1, eps_curv: float = 1e-4, weight_decay: float = 0.0,
                  fuzzy: bool = True, fuzzy_every: int = 100, total_steps: int | None = None,
                  lr_min: float = 1e-4, lr_max: float = 1e-2, beta3_min: float = 0.5, beta3_max: float = 0.999,
-                 max_lr_ratio: float = 2.0, loss_ema: float = 0.9, seed: int = 0):
+                 max_lr_ratio: float = 2.0, loss_ema: float = 0.9, seed: int = 0, clip_rho: float | None = None,
+                 relative_step: bool = False, fuzzy_system: FuzzySystem | None = None):
         if fd_mode not in FD_MODES:
             raise ValueError(f"unknown fd_mode {fd_mode!r}. Valid choices: {', '.join(FD_MODES)}")
         if r <= 0 or hess_every < 1 or eps_curv <= 0 or fuzzy_every < 1:
             raise ValueError(f"need r > 0, hess_every >= 1, eps_curv > 0, fuzzy_every >= 1 "
                              f"(got {r}, {hess_every}, {eps_curv}, {fuzzy_every})")
+        if clip_rho is not None and not clip_rho > 0:
+            raise ValueError(f"clip_rho must be None (no clipping) or > 0 (got {clip_rho})")
+        if fuzzy_system is not None and hasattr(fuzzy_system, "output_ranges") \
+                and set(fuzzy_system.output_ranges) != set(CONTROLLER_OUTPUTS):
+            raise ValueError(f"fuzzy_system must have outputs {', '.join(CONTROLLER_OUTPUTS)} "
+                             f"(got {', '.join(fuzzy_system.output_ranges)})")
         if fuzzy and (total_steps is None or total_steps < 1):
             raise ValueError(f"the fuzzy controller needs total_steps (its input t/T); got {total_steps!r}")
         defaults = dict(lr=lr, beta1=beta1, beta3=beta3, r=r, fd_mode=fd_mode, hess_every=hess_every,
                         eps_curv=eps_curv, weight_decay=weight_decay, fuzzy=fuzzy, fuzzy_every=fuzzy_every,
                         total_steps=total_steps, lr_min=lr_min, lr_max=lr_max, beta3_min=beta3_min,
-                        beta3_max=beta3_max, max_lr_ratio=max_lr_ratio, loss_ema=loss_ema, seed=seed)
+                        beta3_max=beta3_max, max_lr_ratio=max_lr_ratio, loss_ema=loss_ema, seed=seed,
+                        clip_rho=clip_rho, relative_step=relative_step)
         super().__init__(params, defaults)
-        self.controller = default_system(lr_min, lr_max, beta3_min, beta3_max)
-        # global scalars (go through state_dict): step, bias-correction products, controller state
+        # the system is code/data, not a hyperparameter: it stays out of param_groups and the state_dict
+        self.controller = fuzzy_system if fuzzy_system is not None else default_system(lr_min, lr_max, beta3_min,
+                                                                                         beta3_max)
+        # global scalars (go through state_dict): step, bias-correction products, controller state.
+        # loss_ema and clamped_fraction become device tensors after the first step: reading them needs a sync,
+        # so only the controller (every fuzzy_every steps) and internals() do.
         self.state["fuzzy"] = {"step": 0, "prod_beta1": 1.0, "prod_beta3": 1.0, "loss_ema": float("nan"),
                                "loss_ema_prev": float("nan"), "lr": float(lr), "beta3": float(beta3),
                                "clamped_fraction": 0.0, "fuzzy_calls": 0}
@@ -69,49 +94,69 @@ class FuzzySecondOrder(Optimizer):
         last = [self.state[p].get("last_update") for p in params]
         if any(u is None for u in last):
             return [torch.ones_like(p) for p in params]
-        norm = math.sqrt(sum(float((u * u).sum()) for u in last)) or 1.0
+        # the norm stays on the device (no sync); summed in float64 as the Python floats it replaces were
+        norm = torch.sqrt(sum((u * u).sum().double().to(last[0].device) for u in last))
+        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
         # a secant needs no zero entries; keep their sign, floor the size
         return [torch.where(u.abs() > 1e-12, u / norm, torch.full_like(u, 1e-12)) for u in last]
 
     @torch.no_grad()
     def hessian_probe(self, closure, params, grads0) -> list[torch.Tensor]:
-        """Finite-difference diagonal curvature on the same batch: hd = v * (g(w + r v) - g(w)) / r (1/v for 'update')."""
+        """Finite-difference diagonal curvature on the same batch: hd = v * (g(w + r v) - g(w)) / r (1/v for 'update').
+
+        `grads0` must come from the same precision context (step() computes it under `full_precision`).
+        """
         group = self.param_groups[0]
         r, mode = group["r"], group["fd_mode"]
         direction = self._direction(params, self.state["fuzzy"]["step"])
-        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        try:
+        saved = [p.detach().clone() for p in params]
+        if group["relative_step"]:
+            # r_i = r * max(|w_i|, floor): the step scales with the weight, so the FD error is relative (§7.C)
+            steps = [w.abs().clamp_min_(RELATIVE_STEP_FLOOR).mul_(r) for w in saved]
+            torch._foreach_add_(params, torch._foreach_mul(direction, steps))
+        else:
+            steps = None
             torch._foreach_add_(params, direction, alpha=r)
-            with torch.enable_grad():
+        try:
+            with full_precision(params[0].device.type), torch.enable_grad():
                 closure(backward=True)
             grads_r = [p.grad.detach().clone() for p in params]
-            torch._foreach_add_(params, direction, alpha=-r)
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+            # copy back: adding -r v again would leave rounding drift in the weights
+            torch._foreach_copy_(params, saved)
         diff = torch._foreach_sub(grads_r, grads0)
-        torch._foreach_div_(diff, r)
+        if steps is None:
+            torch._foreach_div_(diff, r)
+        else:
+            torch._foreach_div_(diff, steps)
         if mode == "rademacher":
             torch._foreach_mul_(diff, direction)
         elif mode == "update":
             torch._foreach_div_(diff, direction)
         return diff
 
-    def _fuzzy_update(self, loss: float) -> None:
+    def _fuzzy_update(self, loss) -> None:
         group = self.param_groups[0]
         s = self.state["fuzzy"]
         rho = group["loss_ema"]
-        s["loss_ema"] = loss if math.isnan(s["loss_ema"]) else rho * s["loss_ema"] + (1 - rho) * loss
+        # the EMA stays a float64 device tensor (same arithmetic as Python floats): no sync on this step
+        loss = torch.as_tensor(loss).detach().to(torch.float64)
+        ema = s["loss_ema"]
+        if not torch.is_tensor(ema):
+            s["loss_ema"] = loss if math.isnan(ema) else rho * ema + (1 - rho) * loss
+        else:  # a nan EMA (diverged) restarts from the current loss, as a Python nan did
+            s["loss_ema"] = torch.where(torch.isnan(ema), loss, rho * ema.to(loss.device) + (1 - rho) * loss)
         if not group["fuzzy"] or s["step"] % group["fuzzy_every"] != 0:
             return
+        loss_ema = float(s["loss_ema"])  # the one sync, every fuzzy_every steps
         prev = s["loss_ema_prev"]
-        change = 0.0 if math.isnan(prev) or prev == 0 else (s["loss_ema"] - prev) / abs(prev)
+        change = 0.0 if math.isnan(prev) or prev == 0 else (loss_ema - prev) / abs(prev)
         out = self.controller(max(-1.0, min(1.0, change)), s["step"] / group["total_steps"])
         lr = 10.0 ** out["log10_lr"]
         cap = group["max_lr_ratio"]
         s["lr"] = min(max(lr, s["lr"] / cap), s["lr"] * cap)
         s["beta3"] = out["beta3"]
-        s["loss_ema_prev"] = s["loss_ema"]
+        s["loss_ema_prev"] = loss_ema
         s["fuzzy_calls"] += 1
 
     @torch.no_grad()
@@ -120,7 +165,10 @@ class FuzzySecondOrder(Optimizer):
             raise RuntimeError("FuzzySecondOrder requires a closure: step(closure), closure(backward: bool)")
         group = self.param_groups[0]  # hyperparameters are global
         s = self.state["fuzzy"]
-        with torch.enable_grad():
+        probe = s["step"] % group["hess_every"] == 0
+        # a probe step computes g(w) in the same precision as g(w + r v): autocast off, TF32 off
+        device_type = next(p for g in self.param_groups for p in g["params"]).device.type
+        with full_precision(device_type) if probe else contextlib.nullcontext(), torch.enable_grad():
             loss = closure(backward=True)
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         grads = [p.grad.detach().clone() for p in params]
@@ -135,7 +183,7 @@ class FuzzySecondOrder(Optimizer):
         beta3 = s["beta3"] if group["fuzzy"] else group["beta3"]
         torch._foreach_lerp_(m, grads, 1 - beta1)
         s["prod_beta1"] *= beta1
-        if s["step"] % group["hess_every"] == 0:
+        if probe:
             curvature = self.hessian_probe(closure, params, grads)
             torch._foreach_lerp_(h, curvature, 1 - beta3)
             s["prod_beta3"] *= beta3
@@ -147,15 +195,27 @@ class FuzzySecondOrder(Optimizer):
         denom = torch._foreach_div(h, 1 - s["prod_beta3"]) if s["prod_beta3"] < 1 else [torch.zeros_like(x) for x in h]
         torch._foreach_abs_(denom)
         eps = group["eps_curv"]
-        clamped = sum(int((d < eps).sum()) for d in denom)
-        s["clamped_fraction"] = clamped / max(sum(d.numel() for d in denom), 1)
+        if denom:  # counted on the device: read (a sync) only when internals() is called
+            clamped = torch.stack([(d < eps).sum().to(denom[0].device) for d in denom]).sum()
+            s["clamped_fraction"] = clamped.double() / sum(d.numel() for d in denom)
+        else:
+            s["clamped_fraction"] = 0.0
         torch._foreach_clamp_min_(denom, eps)
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         update = torch._foreach_div(m_hat, denom)
+        if group["clip_rho"] is not None:  # Sophia-style per-coordinate clip; not in the paper (ablation only)
+            torch._foreach_clamp_min_(update, -group["clip_rho"])
+            torch._foreach_clamp_max_(update, group["clip_rho"])
         if group["fd_mode"] == "update":
             for p, u in zip(params, update):
                 self.state[p]["last_update"] = u
         torch._foreach_add_(params, update, alpha=-lr)
-        self._fuzzy_update(float(loss))
+        self._fuzzy_update(loss)
+        if group["fuzzy"]:
+            # dossier §1.3 step 6: the controller's (lr, beta3) go into the param_groups, so whoever reads them
+            # sees the values the next step uses. The update reads s["lr"], not group["lr"]: a training loop
+            # overwrites group["lr"] with its schedule before every step (register fuzzy-lr-schedule).
+            for g in self.param_groups:
+                g["lr"], g["beta3"] = s["lr"], s["beta3"]
         return loss
