@@ -72,6 +72,44 @@ def test_tied_and_frozen_parameters():
     assert len(caadam_factors(tied, "additive", "described")) == 3  # the shared weight counted once
 
 
+class TiedLM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.h, self.dec = nn.Embedding(50, 8), nn.Linear(8, 8), nn.Linear(8, 50)
+        self.dec.weight = self.emb.weight
+
+
+def test_described_tied_decoder_bias_follows_the_tied_kernel():
+    # named_parameters lists emb.weight, h.weight, h.bias, dec.bias: dec's kernel is the embedding's (c = 400)
+    factors = caadam_factors(TiedLM(), "additive", "described", gamma=0.95)
+    assert factors["emb.weight"] == pytest.approx(0.05)  # 400 = c_max
+    assert factors["dec.bias"] == factors["emb.weight"]  # not S = 1 as for a norm layer
+    assert factors["h.bias"] == factors["h.weight"] == pytest.approx(1.95)
+    depth = caadam_factors(TiedLM(), "depth", "described", gamma=1.0)  # emb, h, dec: the tied kernel at emb's depth
+    assert (depth["emb.weight"], depth["h.weight"], depth["dec.bias"]) == pytest.approx((2 ** (2 / 3), 2 ** (1 / 3), 1.0))
+
+
+def test_reference_mode_statistics_are_over_the_optimizers_parameters():
+    # MLP [64,32]: the optimizer gets layers 0 and 2 only. Keras computed over its var_list: kernels 512, 2048 ->
+    # min 512, median 1280, max 2048, last 2048; biases c = 0; d_m = 4 tensors
+    model = mlp()
+    first_two = [model[0].weight, model[0].bias, model[2].weight, model[2].bias]
+    opt = CaAdam(model, strategy="additive", mode="reference", params=first_two)
+    assert sorted(opt.factors) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert (opt.factor_of(model[0].weight), opt.factor_of(model[2].weight)) == pytest.approx((0.05, 0.05))
+    assert opt.factor_of(model[0].bias) == pytest.approx(1 + 0.95 * 1280 / (1280 - 512))
+    assert caadam_factors(model, "additive", "reference", params=first_two) == opt.factors
+    depth = CaAdam(model, strategy="depth", mode="reference", params=first_two)
+    assert depth.factor_of(model[2].bias) == pytest.approx(1.0) and depth.factor_of(model[0].weight) == pytest.approx(2 ** 0.75)
+    # adding the last layer gives the whole model's var_list, hence the whole model's factors
+    opt.add_param_group({"params": [model[4].weight, model[4].bias]})
+    assert opt.factors == pytest.approx(caadam_factors(model, "additive", "reference"))
+    assert opt.factor_of(model[0].weight) == pytest.approx(1.95)
+    # described mode reads the whole model's structure whatever the optimizer gets
+    described = CaAdam(model, strategy="additive", mode="described", params=first_two)
+    assert described.factor_of(model[0].weight) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("strategy,gamma", [("additive", 0.0), ("depth", 0.0), ("multiplicative", 1.0)])
 def test_neutral_gamma_matches_torch_adam(strategy, gamma):
     torch.manual_seed(0)
@@ -90,7 +128,7 @@ def test_neutral_gamma_matches_torch_adam(strategy, gamma):
         assert torch.allclose(a, b, atol=1e-6, rtol=0)
 
 
-def test_factor_scales_the_step_and_eps_hat_changes_early_steps():
+def test_factor_scales_the_step():
     torch.manual_seed(0)
     model = mlp((4,))
     start = [p.detach().clone() for p in model.parameters()]
@@ -101,13 +139,107 @@ def test_factor_scales_the_step_and_eps_hat_changes_early_steps():
         # Adam's first step moves every coordinate by lr (up to eps) times the factor
         moved = (p - p0).abs()
         assert torch.allclose(moved[moved > 0], torch.full_like(moved[moved > 0], 1e-3 * opt.factors[name]), rtol=1e-3)
-    hat = CaAdam(mlp((4,)), eps=1.0, eps_hat=True)
-    plain = CaAdam(mlp((4,)), eps=1.0, eps_hat=False)
-    for o in (hat, plain):
-        for p in o.param_groups[0]["params"]:
-            p.grad = torch.ones_like(p)
-        o.step()
-    assert not torch.equal(hat.param_groups[0]["params"][0], plain.param_groups[0]["params"][0])
+
+
+def keras_eps_hat_adam(params, grads_per_step, factors, lr, betas, eps, amsgrad):
+    """The authors' Keras update_step written out (dossier §1.1), each tensor counting its own steps t:
+    alpha = lr * S * sqrt(1 - b2^t) / (1 - b1^t); m, v as Adam's; theta -= alpha * m / (sqrt(v) + eps), with
+    v replaced by its running max under amsgrad. A tensor whose gradient is None is skipped that step."""
+    b1, b2 = betas
+    params = [p.detach().clone() for p in params]
+    state = [dict(t=0, m=torch.zeros_like(p), v=torch.zeros_like(p), v_max=torch.zeros_like(p)) for p in params]
+    for grads in grads_per_step:
+        for p, g, s, factor in zip(params, grads, state, factors):
+            if g is None:
+                continue
+            s["t"] += 1
+            t = s["t"]
+            alpha = lr * factor * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            s["m"] = b1 * s["m"] + (1 - b1) * g
+            s["v"] = b2 * s["v"] + (1 - b2) * g * g
+            s["v_max"] = torch.maximum(s["v_max"], s["v"])
+            p -= alpha * s["m"] / ((s["v_max"] if amsgrad else s["v"]).sqrt() + eps)
+    return params
+
+
+def _eps_hat_run(model, grads_per_step, **kwargs):
+    opt = CaAdam(model, lr=1e-2, eps=1e-3, eps_hat=True, strategy="multiplicative", mode="described", **kwargs)
+    start = [p.detach().clone() for p in model.parameters()]
+    for grads in grads_per_step:
+        for p, g in zip(model.parameters(), grads):
+            p.grad = None if g is None else g.clone()
+        opt.step()
+    factors = [opt.factor_of(p) for p in model.parameters()]
+    return opt, start, factors
+
+
+def _grads(model, steps, late=()):
+    """Gradients of the size of eps (1e-3), where the eps placement matters; tensors in `late` get none at step 0."""
+    gen = torch.Generator().manual_seed(3)
+    return [[None if (t == 0 and i in late) else 1e-3 * torch.randn(p.shape, generator=gen, dtype=torch.float64)
+             for i, p in enumerate(model.parameters())] for t in range(steps)]
+
+
+@pytest.mark.parametrize("path", [{}, {"foreach": False}, {"foreach": True}])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_eps_hat_matches_the_keras_update_written_out(path, amsgrad):
+    torch.manual_seed(0)
+    model = mlp((6, 4)).double()
+    grads = _grads(model, 8)
+    opt, start, factors = _eps_hat_run(model, grads, amsgrad=amsgrad, **path)
+    assert bool(opt.param_groups[0]["fused"]) == (path == {})
+    assert len(set(factors)) > 1
+    expected = keras_eps_hat_adam(start, grads, factors, 1e-2, (0.9, 0.999), 1e-3, amsgrad)
+    for p, want, p0 in zip(model.parameters(), expected, start):
+        assert (want - p0).abs().max() > 1e-3  # moved: the comparison is not trivial
+        assert torch.allclose(p, want, rtol=0, atol=1e-13), (p - want).abs().max()
+
+
+@pytest.mark.parametrize("path", [{}, {"foreach": False}])
+def test_eps_hat_uses_each_tensors_own_step_count(path):
+    # the last layer's tensors (indices 4, 5) get their first gradient one step late: their eps_t must come from
+    # their own step count, not from the first tensor's
+    torch.manual_seed(0)
+    model = mlp((6, 4)).double()
+    grads = _grads(model, 6, late={4, 5})
+    opt, start, factors = _eps_hat_run(model, grads, **path)
+    steps = [float(opt.state[p]["step"]) for p in model.parameters()]
+    assert steps == [6.0] * 4 + [5.0] * 2
+    expected = keras_eps_hat_adam(start, grads, factors, 1e-2, (0.9, 0.999), 1e-3, False)
+    for p, want in zip(model.parameters(), expected):
+        assert torch.allclose(p, want, rtol=0, atol=1e-13), (p - want).abs().max()
+
+
+def test_eps_hat_is_a_default_for_added_groups_and_loaded_adam_state():
+    model = mlp((4,))
+    opt = CaAdam(model, mode="described", eps_hat=True, params=[model[0].weight, model[0].bias])
+    opt.add_param_group({"params": [model[2].weight, model[2].bias]})
+    assert opt.defaults["eps_hat"] is True and opt.param_groups[1]["eps_hat"] is True
+    model(torch.randn(3, 8)).sum().backward()
+    opt.step()
+    assert opt.state[model[2].weight]["step"] == 1
+    with pytest.raises(ValueError, match="not a trainable parameter"):
+        opt.add_param_group({"params": [nn.Parameter(torch.ones(2))]})
+    assert len(opt.param_groups) == 2
+    # torch.optim.Adam's state_dict has no eps_hat: it loads as torch's form, and a neutral CaAdam then tracks Adam
+    torch.manual_seed(0)
+    model, twin = mlp((4,)), mlp((4,))
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(6, 8)
+    adam = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(x).sum().backward()
+    adam.step()
+    twin.load_state_dict(model.state_dict())
+    ours = CaAdam(twin, lr=1e-2, strategy="additive", gamma=0.0, eps_hat=True)
+    ours.load_state_dict(copy.deepcopy(adam.state_dict()))
+    assert ours.param_groups[0]["eps_hat"] is False
+    for _ in range(3):
+        for net, o in ((model, adam), (twin, ours)):
+            o.zero_grad()
+            net(x).sum().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(a, b, atol=1e-7, rtol=0)
 
 
 def test_state_dict_round_trip_and_bad_choices():

@@ -5,7 +5,7 @@ factor S derived from the model's structure (connection counts or depth).
     opt.factors        # {parameter name: S}
 
 The update is torch's Adam with the learning rate of each tensor multiplied by S. The factors are computed
-once at construction (they are static in the authors' code too); each step splits a param group's tensors by
+once at construction (in reference mode again by add_param_group; they are static in the authors' code too); each step splits a param group's tensors by
 distinct factor and runs torch's Adam once per factor with lr * S: by default torch's fused kernel where torch
 has one (see CaAdam's docstring for the cost), else torch's functional Adam on the for-loop/foreach path.
 `group["lr"]` stays the *base* LR, so schedulers and ReduceLROnPlateau's min_lr act on the base LR as in Keras.
@@ -23,27 +23,33 @@ Modes (how c and d are derived from the model):
   "described"  what the paper describes, keyed by parameter identity.
                c = numel of each trainable tensor with ndim >= 2 (Linear in*out, ConvNd out*in/groups*k...,
                embeddings). 1-D tensors (biases, norm scales) follow `one_d`: "owner" (default) takes the count
-               of the largest ndim>=2 tensor of the module that owns it; a 1-D tensor whose module owns none
+               of the largest ndim>=2 tensor of the module that owns it, a tied one included (a decoder's
+               bias follows the embedding its weight is tied to); a 1-D tensor whose module owns none
                (BatchNorm, LayerNorm) gets S = 1. "exempt" gives every 1-D tensor S = 1; "zero" uses c = 0 as the
                authors' code does. Depth d = index of the tensor's owning *module* among the parameter-owning
                modules in registration order (d_m = their number), so a layer's weight and bias share a depth.
+               Counts, statistics and depths come from the whole model, even when the optimizer gets a subset.
   "reference"  what the authors' Keras code computed (dossier §1.3-1.4). Counts are stored by the tensor's
                *short* name (Keras 3 `var.name`; here the last component of the torch name, "weight"), so every
                ndim>=2 tensor gets the count of the LAST ndim>=2 tensor with the same short name; 1-D tensors get
                c = 0 (in Keras their names, bias/gamma/beta, never match a kernel's). min/median/max are still taken
                over all ndim>=2 tensors. Depth d = the tensor's index in the trainable parameter list, d_m = its
-               length (every weight, bias and norm scale counts as a layer).
+               length (every weight, bias and norm scale counts as a layer). All of this is over the optimizer's
+               own parameters (Keras' var_list), in the model's registration order: with a subset of the model
+               the statistics, the last kernel and d_m are the subset's (add_param_group recomputes them).
 Common to both: the order is `model.named_parameters()` (registration order; Keras used the functional graph's
 topological order, which differs e.g. for ResNet shortcut convs), frozen tensors (requires_grad=False) are left
 out as Keras' trainable_variables leaves them out, and tied weights are counted once, at their first
-registration (named_parameters drops duplicates).
+registration (named_parameters drops duplicates), with the depth of that registration.
 
 gamma=None takes the per-strategy default of the authors' code, which their runs used: additive 0.95,
 multiplicative 5.0, depth 1.0 (dossier §1.2). gamma=0 makes additive and depth plain Adam; gamma=1 does so for
 multiplicative.
 
 eps_hat=True uses the Keras epsilon placement of the reference code: theta -= lr*sqrt(1-b2^t)/(1-b1^t)*S*m/(sqrt(v)+eps),
-i.e. torch's form with eps_t = eps/sqrt(1-b2^t). With the default eps_hat=False the update is torch.optim.Adam's.
+i.e. torch's form with eps_t = eps/sqrt(1-b2^t), where t is each tensor's own step count (torch's, which also
+sets its bias correction; Keras used one global iteration count). With the default eps_hat=False the update is
+torch.optim.Adam's.
 """
 from __future__ import annotations
 
@@ -104,31 +110,41 @@ def depth_factor(d: int, d_m: int, gamma: float) -> float:
     return float((1.0 + gamma) ** ((d_m - (1 + d)) / d_m)) if d_m > 0 else 1.0
 
 
-def structure_table(model: nn.Module, mode: str, one_d: str = "owner") -> dict[str, dict]:
-    """Per trainable tensor (by full name): connection count c (None = exempt), depth d and d_m."""
-    _check_choice("mode", mode, MODES)
-    _check_choice("one_d", one_d, ONE_D)
-    named = _trainable_named(model)
+def _restrict(named: list[tuple[str, nn.Parameter]], params) -> list[tuple[str, nn.Parameter]]:
+    """`named` (registration order) limited to the tensors in `params`; all of them when params is None."""
+    if params is None:
+        return named
+    ids = {id(p) for p in params}
+    return [(name, p) for name, p in named if id(p) in ids]
+
+
+def _reference_table(named: list[tuple[str, nn.Parameter]]) -> dict[str, dict]:
+    by_short: dict[str, int] = {}
+    for name, p in named:
+        if p.ndim > 1:
+            by_short[name.rsplit(".", 1)[-1]] = p.numel()  # later tensors overwrite: the Keras collision
     table: dict[str, dict] = {}
-    if mode == "reference":
-        by_short: dict[str, int] = {}
-        for name, p in named:
-            if p.ndim > 1:
-                by_short[name.rsplit(".", 1)[-1]] = p.numel()  # later tensors overwrite: the Keras collision
-        for depth, (name, p) in enumerate(named):
-            c = by_short.get(name.rsplit(".", 1)[-1], 0) if p.ndim > 1 else 0
-            table[name] = {"c": float(c), "d": depth, "d_m": len(named)}
-        return table
-    # described: owner module of each tensor, by the prefix of its name (first registration wins for tied weights)
+    for depth, (name, p) in enumerate(named):
+        c = by_short.get(name.rsplit(".", 1)[-1], 0) if p.ndim > 1 else 0
+        table[name] = {"c": float(c), "d": depth, "d_m": len(named)}
+    return table
+
+
+def _described_table(model: nn.Module, named: list[tuple[str, nn.Parameter]], one_d: str) -> dict[str, dict]:
+    # the owner module of each tensor is the prefix of its (first-registration) name; a module's kernels are read
+    # from every registration (remove_duplicate=False), so a decoder whose weight is tied to an embedding still
+    # owns that kernel and its bias follows it, while the tied kernel itself is counted once, by its first name
     owner_of = {name: name.rsplit(".", 1)[0] if "." in name else "" for name, _ in named}
     layers: list[str] = []
     for name, _ in named:
         if owner_of[name] not in layers:
             layers.append(owner_of[name])
     owner_kernel: dict[str, int] = {}
-    for name, p in named:
-        if p.ndim > 1:
-            owner_kernel[owner_of[name]] = max(owner_kernel.get(owner_of[name], 0), p.numel())
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.requires_grad and p.ndim > 1:
+            owner = name.rsplit(".", 1)[0] if "." in name else ""
+            owner_kernel[owner] = max(owner_kernel.get(owner, 0), p.numel())
+    table: dict[str, dict] = {}
     for name, p in named:
         if p.ndim > 1:
             c = float(p.numel())
@@ -142,23 +158,44 @@ def structure_table(model: nn.Module, mode: str, one_d: str = "owner") -> dict[s
     return table
 
 
-def caadam_factors(model: nn.Module, strategy: str, mode: str, gamma: float | None = None,
-                   one_d: str = "owner") -> dict[str, float]:
-    """S for every trainable tensor of `model`, keyed by its full name from named_parameters()."""
-    _check_choice("strategy", strategy, STRATEGIES)
-    gamma = DEFAULT_GAMMA[strategy] if gamma is None else float(gamma)
-    table = structure_table(model, mode, one_d)
+def structure_table(model: nn.Module, mode: str, one_d: str = "owner", params=None) -> dict[str, dict]:
+    """Per trainable tensor (by full name): connection count c (None = exempt), depth d and d_m.
+
+    `params` (the optimizer's tensors; default every trainable one) restricts reference mode to them: Keras
+    computed the counts, statistics and depths over the optimizer's var_list. Described mode reads the whole
+    model's structure whatever `params` is."""
+    _check_choice("mode", mode, MODES)
+    _check_choice("one_d", one_d, ONE_D)
+    named = _trainable_named(model)
+    if mode == "reference":
+        return _reference_table(_restrict(named, params))
+    return _described_table(model, named, one_d)
+
+
+def _factors_from_table(table: dict[str, dict], tensors: dict[str, torch.Tensor], strategy: str,
+                        gamma: float) -> dict[str, float]:
     if strategy == "depth":
         return {name: depth_factor(row["d"], row["d_m"], gamma) for name, row in table.items()}
-    params = dict(_trainable_named(model))
-    stats = connection_stats(float(params[name].numel()) for name in table if params[name].ndim > 1)
+    stats = connection_stats(float(tensors[name].numel()) for name in table if tensors[name].ndim > 1)
     return {name: (1.0 if row["c"] is None else connection_factor(strategy, row["c"], stats, gamma))
             for name, row in table.items()}
+
+
+def caadam_factors(model: nn.Module, strategy: str, mode: str, gamma: float | None = None,
+                   one_d: str = "owner", params=None) -> dict[str, float]:
+    """S for every trainable tensor of `model` (reference mode: of `params`, see structure_table), keyed by its
+    full name from named_parameters()."""
+    _check_choice("strategy", strategy, STRATEGIES)
+    gamma = DEFAULT_GAMMA[strategy] if gamma is None else float(gamma)
+    table = structure_table(model, mode, one_d, params)
+    return _factors_from_table(table, dict(_trainable_named(model)), strategy, gamma)
 
 
 class CaAdam(Adam):
     """Connection-aware Adam. `model` is the nn.Module; `params` optionally gives param groups (a subset or
     partition of the model's trainable parameters, as for torch.optim.Adam); by default all trainable ones.
+    In reference mode the factors are computed over the optimizer's own parameters (Keras' var_list) and
+    `add_param_group` recomputes them over the enlarged set; in described mode they come from the whole model.
 
     Speed: with foreach=None and fused=None (the default) CaAdam takes torch's fused Adam kernel where torch has
     one for these parameters (CPU and CUDA floating point), else torch's default. On the fused path a step
@@ -167,6 +204,8 @@ class CaAdam(Adam):
     per tensor (depth) that is one kernel call per tensor: on CPU 3-10 us each over one call for all tensors, 3-8%
     of a 12 ms step of 10 M parameters in 100 tensors (benchmarks/RESULTS.md, "Papers' optimizers").
     Other paths call torch's functional `adam` once per distinct factor (the readable reference path).
+    With eps_hat a step also reads the group's step counts (one stack and one device sync): when they differ
+    (a tensor that missed gradients lags behind) the calls are split by step count too, since eps_t depends on it.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -181,23 +220,48 @@ class CaAdam(Adam):
         _check_choice("one_d", one_d, ONE_D)
         if isinstance(lr, torch.Tensor):
             raise ValueError("CaAdam takes a float lr (it is multiplied by each tensor's factor)")
-        self.strategy, self.mode = strategy, mode
+        self.strategy, self.mode, self.one_d = strategy, mode, one_d
         self.gamma = DEFAULT_GAMMA[strategy] if gamma is None else float(gamma)
-        self.factors = caadam_factors(model, strategy, mode, self.gamma, one_d)
-        self.connection_table = structure_table(model, mode, one_d)
-        params = list(params) if params is not None else [p for _, p in _trainable_named(model)]
+        self._named = _trainable_named(model)
+        self._trainable_ids = {id(p) for _, p in self._named}
+        self._described = _described_table(model, self._named, one_d) if mode == "described" else None
+        self._factors_ready = False
+        params = list(params) if params is not None else [p for _, p in self._named]
         if foreach is None and fused is None:
             fastest = fastest_torch_kwargs(params, has_fused=True) if params else {}
             fused = fastest.get("fused")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                          foreach=foreach, fused=fused)
+        # torch.optim.Adam builds the defaults itself: eps_hat joins them here, so add_param_group fills it in
+        self.defaults["eps_hat"] = eps_hat
         for group in self.param_groups:
             group.setdefault("eps_hat", eps_hat)
-        self._factor_by_id = {id(p): self.factors[name] for name, p in _trainable_named(model)}
+        self._update_factors()
+        self._factors_ready = True
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
         for group in self.param_groups:
-            for p in group["params"]:
-                if id(p) not in self._factor_by_id:
-                    raise ValueError("CaAdam: a parameter in `params` is not a trainable parameter of `model`")
+            group.setdefault("eps_hat", False)  # a group saved without it (torch.optim.Adam's) used torch's form
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        if any(id(p) not in self._trainable_ids for p in self.param_groups[-1]["params"]):
+            self.param_groups.pop()
+            raise ValueError("CaAdam: a parameter in `params` is not a trainable parameter of `model`")
+        if self._factors_ready:
+            self._update_factors()
+
+    def _update_factors(self) -> None:
+        """factors, connection_table and the per-tensor lookup the step uses, for the current param groups."""
+        tensors = dict(self._named)
+        if self.mode == "reference":
+            mine = [p for group in self.param_groups for p in group["params"]]
+            self.connection_table = _reference_table(_restrict(self._named, mine))
+        else:
+            self.connection_table = self._described
+        self.factors = _factors_from_table(self.connection_table, tensors, self.strategy, self.gamma)
+        self._factor_by_id = {id(tensors[name]): factor for name, factor in self.factors.items()}
 
     def factor_of(self, p: torch.Tensor) -> float:
         if not any(q is p for group in self.param_groups for q in group["params"]):
@@ -209,6 +273,20 @@ class CaAdam(Adam):
         """The Keras eps-hat form (eps added to sqrt(v) before the bias correction) is torch's form with
         eps / sqrt(1 - beta2^t) at step t (1-based)."""
         return group["eps"] / math.sqrt(1.0 - group["betas"][1] ** step)
+
+    @staticmethod
+    def _step_counts(steps: list[torch.Tensor]) -> tuple[float | None, list[float] | None]:
+        """(t, None) when every tensor's step count is t, the usual case (one device sync, as reading one count
+        took); (None, each tensor's count) when they differ, e.g. for a tensor whose first gradient came late."""
+        if len(steps) == 1:
+            return float(steps[0]), None
+        try:
+            counts = torch.stack(steps)
+        except RuntimeError:  # a group spread over several devices
+            values = [float(s) for s in steps]
+            return (values[0], None) if len(set(values)) == 1 else (None, values)
+        low, high = torch.stack(torch.aminmax(counts)).tolist()
+        return (low, None) if low == high else (None, counts.tolist())
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -224,12 +302,15 @@ class CaAdam(Adam):
                 self._step_reference(group, has_complex, lists)
         return loss
 
-    def _buckets(self, lists: tuple[list, ...]) -> dict[tuple, tuple[list, ...]]:
+    def _buckets(self, lists: tuple[list, ...], counts: list[float] | None = None) -> dict[tuple, tuple[list, ...]]:
         """Adam's parallel lists (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps; max_exp_avg_sqs
-        empty without amsgrad) split by (device, dtype, factor). Written for speed: with one factor per tensor
-        this runs for every tensor at every step."""
+        empty without amsgrad) split by (device, dtype, factor), and by step count when `counts` gives each
+        tensor's (the key's 4th item). Written for speed: with one factor per tensor this runs for every tensor
+        at every step."""
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = lists
         keys = [(p.device, p.dtype, self._factor_by_id[id(p)]) for p in params]
+        if counts is not None:
+            keys = [key + (count,) for key, count in zip(keys, counts)]
         if len(set(keys)) == 1:
             return {keys[0]: lists}
         buckets: dict[tuple, tuple[list, ...]] = {}
@@ -250,12 +331,15 @@ class CaAdam(Adam):
     def _step_reference(self, group, has_complex, lists):
         """torch's functional Adam once per distinct factor, on the group's for-loop or foreach path."""
         beta1, beta2 = group["betas"]
-        for (_device, _dtype, scale), bucket in self._buckets(lists).items():
-            # the eps-hat step count: the bucket's first tensor, plus one for the step this update will be
-            eps = self._keras_eps(group, float(bucket[5][0]) + 1.0) if group["eps_hat"] else group["eps"]
+        eps, counts = group["eps"], None
+        if group["eps_hat"]:  # the step count this update will be: the stored one plus one
+            count, counts = self._step_counts(lists[5])
+            eps = None if count is None else self._keras_eps(group, count + 1.0)
+        for key, bucket in self._buckets(lists, counts).items():
             adam_functional(
                 *bucket, amsgrad=group["amsgrad"], has_complex=has_complex, beta1=beta1, beta2=beta2,
-                lr=group["lr"] * scale, weight_decay=group["weight_decay"], eps=eps,
+                lr=group["lr"] * key[2], weight_decay=group["weight_decay"],
+                eps=eps if counts is None else self._keras_eps(group, key[3] + 1.0),
                 maximize=group["maximize"], foreach=group["foreach"], capturable=group["capturable"],
                 differentiable=group["differentiable"], fused=False,
                 grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None),
@@ -268,16 +352,19 @@ class CaAdam(Adam):
         grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
         kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay", False) else torch._fused_adam_
         torch._foreach_add_(lists[5], 1)
-        # the eps-hat step count: the group's first tensor, read once per step (a device sync on accelerators)
-        eps = self._keras_eps(group, float(lists[5][0])) if group["eps_hat"] else group["eps"]
+        eps, counts = group["eps"], None
+        if group["eps_hat"]:
+            count, counts = self._step_counts(lists[5])
+            eps = None if count is None else self._keras_eps(group, count)
         per_device: dict[torch.device, tuple] = {}
-        for (device, _dtype, scale), bucket in self._buckets(lists).items():
+        for key, bucket in self._buckets(lists, counts).items():
+            device = key[0]
             if device not in per_device:
                 per_device[device] = (None if grad_scale is None else grad_scale.to(device, non_blocking=True),
                                       None if found_inf is None else found_inf.to(device, non_blocking=True))
             device_grad_scale, device_found_inf = per_device[device]
-            kernel(*bucket, amsgrad=group["amsgrad"], lr=group["lr"] * scale, beta1=beta1, beta2=beta2,
-                   weight_decay=group["weight_decay"], eps=eps, maximize=group["maximize"],
-                   grad_scale=device_grad_scale, found_inf=device_found_inf)
+            kernel(*bucket, amsgrad=group["amsgrad"], lr=group["lr"] * key[2], beta1=beta1, beta2=beta2,
+                   weight_decay=group["weight_decay"], eps=eps if counts is None else self._keras_eps(group, key[3]),
+                   maximize=group["maximize"], grad_scale=device_grad_scale, found_inf=device_found_inf)
             if device_found_inf is not None:  # a skipped step does not count (torch does the same)
                 torch._foreach_sub_(bucket[5], [device_found_inf] * len(bucket[5]))
