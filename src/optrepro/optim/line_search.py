@@ -103,6 +103,19 @@ class _ArmijoBase(Optimizer):
         torch._foreach_copy_(params, origin)
         torch._foreach_add_(params, direction, alpha=-eta)
 
+    def _backtrack(self, closure, params, origin, direction, loss: float, slope: float, eta: float) -> float:
+        """Vaswani's backtracking: the first eta * beta_b^k (k < max_backtracks) with
+        f(w - eta d) <= f(w) - c eta slope, else 1e-6. Leaves params at the last trial point; sets the
+        `last_backtracks` and `loss_next` scalars; returns the step size."""
+        o, s = self.param_groups[0], self.scalars
+        for k in range(o["max_backtracks"]):
+            s["loss_next"] = self._trial(closure, params, origin, direction, eta)
+            if s["loss_next"] <= loss - o["c"] * eta * slope:
+                return eta
+            eta *= o["beta_b"]
+            s["last_backtracks"] = k + 1
+        return 1e-6
+
     def _reset(self, eta: float, reset_option: int, gamma: float, n_batches_per_epoch: int, init: float) -> float:
         if reset_option == 1:
             return eta * gamma ** (1.0 / n_batches_per_epoch)
@@ -147,19 +160,9 @@ class SLS(_ArmijoBase):
             s["step_size"] = eta
             return loss_t
         origin = [p.clone() for p in params]
-        found = False
-        for k in range(o["max_backtracks"]):
-            loss_next = self._trial(closure, params, origin, grads, eta)
-            if loss_next <= loss - o["c"] * eta * grad_norm_sq:
-                found = True
-                break
-            eta *= o["beta_b"]
-            s["last_backtracks"] = k + 1
-        if not found:
-            eta = 1e-6
-            self._apply(params, origin, grads, eta)
+        eta = self._backtrack(closure, params, origin, grads, loss, grad_norm_sq, eta)
+        self._apply(params, origin, grads, eta)  # the last trial point unless the search gave up (1e-6)
         s["backtracks"] += s["last_backtracks"]
-        s["loss_next"] = loss_next
         s["step_size"] = eta
         return loss_t
 
@@ -233,17 +236,7 @@ class AdaSLS(_PreconditionedArmijo):
         origin = [p.clone() for p in params]
         s["last_backtracks"] = 0
         # no small-gradient skip: ada_sls searches every step (its grad-norm early return is commented out)
-        found = False
-        for k in range(o["max_backtracks"]):
-            loss_next = self._trial(closure, params, origin, trial_dir, eta)
-            if loss_next <= loss - o["c"] * eta * pp_norm:
-                found = True
-                break
-            eta *= o["beta_b"]
-            s["last_backtracks"] = k + 1
-        if not found:
-            eta = 1e-6
-        s["loss_next"] = loss_next
+        eta = self._backtrack(closure, params, origin, trial_dir, loss, pp_norm, eta)
         update_dir = trial_dir if m_hat is None else torch._foreach_mul(m_hat, precond)
         self._apply(params, origin, update_dir, eta)
         s["backtracks"] += s["last_backtracks"]
