@@ -116,11 +116,13 @@ class _ArmijoBase(Optimizer):
             s["last_backtracks"] = k + 1
         return 1e-6
 
-    def _reset(self, eta: float, reset_option: int, gamma: float, n_batches_per_epoch: int, init: float) -> float:
-        if reset_option == 1:
-            return eta * gamma ** (1.0 / n_batches_per_epoch)
-        if reset_option == 2:
-            return init
+    def _reset(self) -> float:
+        """The step size a search starts from: the last one, reset by the group's reset_option."""
+        o, eta = self.param_groups[0], self.scalars["step_size"]
+        if o["reset_option"] == 1:
+            return eta * o["gamma"] ** (1.0 / o["n_batches_per_epoch"])
+        if o["reset_option"] == 2:
+            return o["init_step_size"]
         return eta
 
 
@@ -153,8 +155,7 @@ class SLS(_ArmijoBase):
         grad_norm_sq = _dot(grads, grads)
         s["grad_norm"] = math.sqrt(grad_norm_sq)
         # reset before every search, step 1 included (sls.py resets from init_step_size on the first call too)
-        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
-                          o["init_step_size"])
+        eta = self._reset()
         s["last_backtracks"] = 0
         if s["grad_norm"] < 1e-8:
             s["step_size"] = eta
@@ -231,8 +232,7 @@ class AdaSLS(_PreconditionedArmijo):
         pp_norm = _dot(grads, trial_dir)
         s["pp_norm"] = pp_norm
         # reset before every search, step 1 included, as ada_sls's get_step_size does
-        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
-                          o["init_step_size"])
+        eta = self._reset()
         origin = [p.clone() for p in params]
         s["last_backtracks"] = 0
         # no small-gradient skip: ada_sls searches every step (its grad-norm early return is commented out)
@@ -282,8 +282,7 @@ class AdamSLS(_PreconditionedArmijo):
         pp_norm = _dot(grads, trial_dir)
         s["pp_norm"] = pp_norm
         beta_s = o["beta_s"]
-        eta = self._reset(s["step_size"], o["reset_option"], o["gamma"], o["n_batches_per_epoch"],
-                          o["init_step_size"])
+        eta = self._reset()
         origin = [p.clone() for p in params]
         s["last_backtracks"] = 0
         # As in adam_sls.py, the smoothed sum <g, P g> and the fast/slow step-size EMAs move only on steps where
