@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CORES ?= all
 SCALE ?= full
 PYPI := https://pypi.org/simple
-TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures texlive-science lmodern latexmk
+TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures texlive-science lmodern latexmk poppler-utils
 # Never let a machine's pip config (extra indexes, find-links with local wheels) leak into the environment.
 PIP_CLEAN := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null
 
@@ -37,7 +37,8 @@ $(VENV)/.installed: $(VENV)/bin/uv requirements.lock pyproject.toml
 venv: $(VENV)/.installed
 
 tex-deps:
-	@if command -v latexmk >/dev/null && command -v pdflatex >/dev/null && kpsewhich siunitx.sty lmodern.sty >/dev/null; then :; \
+	@if command -v latexmk >/dev/null && command -v pdflatex >/dev/null && command -v pdftotext >/dev/null \
+	    && kpsewhich siunitx.sty lmodern.sty >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing TeX Live: $(TEX_PACKAGES)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -55,8 +56,11 @@ full: venv tex-deps
 report: venv tex-deps
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE) paper/build/$(SCALE)/main.pdf
 
+# PYTEST_MARKS replaces the default marker selection (pyproject.toml), e.g. "not slow and not gpu and not slurm"
+# adds the timing budgets, which .ci/run checks on the same smoke DAG run.
+PYTEST_MARKS ?=
 test: venv tex-deps
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q $(if $(PYTEST_MARKS),-m "$(PYTEST_MARKS)")
 
 lock: $(VENV)/bin/uv
 	$(PIP_CLEAN) $(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
@@ -74,4 +78,4 @@ gpu-check:
 	PYTHONPATH=$(CURDIR)/src:/tmp/optrepro-site timeout -k 10 800 $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECKS)
 
 clean-smoke:
-	rm -rf results/smoke paper/build/smoke paper/tables/smoke paper/figures/smoke
+	rm -rf results/smoke paper/build/smoke paper/generated/smoke

@@ -1,6 +1,10 @@
 # optrepro: one DAG from datasets to the report. `snakemake --cores all` runs the full scale;
 # `snakemake --cores all --config scale=smoke` (or `make smoke`) the smoke scale. Rules hold no logic:
 # they name files and call `optrepro ...` or a notebook; everything else lives in src/optrepro.
+# A paper is its own files (README, "Where things go"); only a paper with stages of its own (a search, a
+# tuning step, raw results to fetch) has a workflow/rules/<paper>.smk, included here when it exists.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -14,10 +18,10 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/runs.smk"
 
 
-# One include per enabled paper: each registers its targets and its report inputs.
-for _paper in config["papers"]:
+for _paper in PAPERS:
+    if Path(workflow.basedir, "workflow", "rules", f"{_paper}.smk").exists():
 
-    include: f"workflow/rules/{_paper}.smk"
+        include: f"workflow/rules/{_paper}.smk"
 
 
 include: "workflow/rules/report.smk"

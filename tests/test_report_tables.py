@@ -12,7 +12,7 @@ import yaml
 
 from optrepro.report.aggregate import collect_runs
 from optrepro.report.ambiguity import load_ambiguity, parse_ambiguity
-from optrepro.report.claims import check_published_refs, load_claims, parse_claims
+from optrepro.report.claims import check_published_refs, load_all_claims, load_claims, parse_claims
 from optrepro.report.figures import arm_comparison, new_figure, pyplot, stamp
 from optrepro.report.published import load_published, load_published_file
 from optrepro.report.tables import ambiguity_table, arm_rows, arm_table, latex_table, verdict_table
@@ -31,10 +31,10 @@ def claims_doc(**claim_changes):
     return {"families": {"core": {"correction": "holm"}}, "claims": [claim]}
 
 
-# --- claims.yaml ---------------------------------------------------------------------------------------------
+# --- paper/claims/<paper>.yaml ---------------------------------------------------------------------------------------------
 
 def test_committed_claims_file_is_valid_and_holds_the_core_digits_claim():
-    claims = load_claims(PAPER_DIR / "claims.yaml")
+    claims = load_claims(PAPER_DIR / "claims" / "core.yaml")
     core = claims.get("core-digits-adam-gt-sgd")
     assert (core.paper, core.method, core.baseline, core.direction) == ("core", "adam", "sgd", "greater")
     assert core.quantity.column == "final.test.accuracy" and core.cells == ("digits_mlp",)
@@ -64,10 +64,28 @@ def test_claims_refuse_duplicates_and_unknown_published_rows(tmp_path):
     doc["claims"].append(copy.deepcopy(CLAIM))
     with pytest.raises(InputError, match="duplicate claim id 'x-claim'"):
         parse_claims(doc)
-    path = tmp_path / "claims.yaml"
+    path = tmp_path / "core.yaml"
     path.write_text(yaml.safe_dump(claims_doc(published={"baseline": "Nope"}, baseline_check={"tolerance": 0.01})))
     with pytest.raises(InputError, match="published.baseline 'Nope' has no row"):
         check_published_refs(load_claims(path), load_published())
+
+
+def test_a_claims_file_holds_one_papers_claims_and_its_own_families(tmp_path):
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(claims_doc()))  # its claim says paper: core
+    with pytest.raises(InputError, match="claim 'x-claim' has paper 'core'.*one paper, its name \\('other'\\)"):
+        load_claims(tmp_path / "other.yaml")
+    (tmp_path / "other.yaml").unlink()
+    (tmp_path / "core.yaml").write_text(yaml.safe_dump(claims_doc()))
+    second = claims_doc(id="y-claim", paper="toy")
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(second))  # declares family 'core' again
+    with pytest.raises(InputError, match="family 'core' is already declared in .*core.yaml"):
+        load_all_claims(tmp_path)
+    second["families"] = {"toy": {"correction": "holm"}}
+    second["claims"][0]["family"] = "toy"
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(second))
+    both = load_all_claims(tmp_path)
+    assert [c.id for c in both] == ["x-claim", "y-claim"] and set(both.families) == {"core", "toy"}
+    assert [c.id for c in load_all_claims(tmp_path, papers=["toy"])] == ["y-claim"]
 
 
 # --- published CSV ------------------------------------------------------------------------------------------

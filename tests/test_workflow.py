@@ -10,12 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from optrepro.workflow import load_plan, validate_config
+from optrepro.workflow import enabled_papers, load_plan, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -25,7 +26,7 @@ SCHEMAS = ROOT / "workflow" / "schemas"
 def make_workdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for sub in ("config", "paper"):
-        shutil.copytree(ROOT / sub, path / sub, ignore=shutil.ignore_patterns("build", "tables", "figures"))
+        shutil.copytree(ROOT / sub, path / sub, ignore=shutil.ignore_patterns("build", "generated"))
     return path
 
 
@@ -103,9 +104,40 @@ def test_plan_is_cached_and_batches_are_stable(tmp_path):
 @pytest.fixture(scope="session")
 def smoke_dag(tmp_path_factory):
     wd = make_workdir(tmp_path_factory.mktemp("smoke"))
+    start = time.perf_counter()
     proc = snakemake(wd, "--config", "scale=smoke")
+    (wd / "dag_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return wd
+
+
+# The smoke scale's budgets on this 2-core machine: the whole DAG plus the PDF, and each paper's slice (the
+# wall time of its batch jobs plus its report job, from Snakemake's benchmark files).
+SMOKE_DAG_BUDGET_S = 600
+PAPER_SLICE_BUDGET_S = 120
+
+
+def paper_slices(workdir: Path) -> dict[str, float]:
+    import csv
+
+    seconds: dict[str, float] = {}
+    for tsv in sorted((workdir / "results/smoke/benchmarks").rglob("*.tsv")):
+        paper = tsv.relative_to(workdir / "results/smoke/benchmarks").parts[0]
+        with open(tsv) as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        seconds[paper] = seconds.get(paper, 0.0) + float(row["s"])
+    return seconds
+
+
+@pytest.mark.timing
+def test_smoke_dag_and_each_papers_slice_fit_their_time_budgets(smoke_dag):
+    total = float((smoke_dag / "dag_seconds.txt").read_text())
+    slices = paper_slices(smoke_dag)
+    print(f"smoke DAG {total:.1f} s; per paper: " + ", ".join(f"{p} {s:.1f} s" for p, s in slices.items()))
+    assert "core" in slices and set(slices) <= set(enabled_papers(config_of(smoke_dag), smoke_dag / "config"))
+    assert total <= SMOKE_DAG_BUDGET_S, f"the smoke DAG took {total:.0f} s > {SMOKE_DAG_BUDGET_S} s"
+    over = {p: s for p, s in slices.items() if s > PAPER_SLICE_BUDGET_S}
+    assert not over, f"papers over their {PAPER_SLICE_BUDGET_S} s smoke slice: {over}"
 
 
 def md5(path: Path) -> str:
@@ -130,7 +162,7 @@ def test_smoke_pdf_is_byte_reproducible(smoke_dag):
 
 
 def test_smoke_tables_are_stamped_and_say_not_assessed(smoke_dag):
-    verdicts = (smoke_dag / "paper/tables/smoke/core/verdicts.tex").read_text()
+    verdicts = (smoke_dag / "paper/generated/smoke/core/verdicts.tex").read_text()
     assert "[smoke scale]" in verdicts and "not assessed (smoke)" in verdicts
     assert "replicated" not in verdicts and "contradicted" not in verdicts
 
@@ -138,7 +170,7 @@ def test_smoke_tables_are_stamped_and_say_not_assessed(smoke_dag):
 def test_editing_a_result_file_changes_the_table(smoke_dag, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(smoke_dag, wd, symlinks=True)
-    table = wd / "paper/tables/smoke/core/digits.tex"
+    table = wd / "paper/generated/smoke/core/digits.tex"
     before = table.read_text()
     manifest = next((wd / "results/smoke/batches/core").rglob("*.json"))
     run = json.loads(manifest.read_text())["runs"][0]
@@ -146,7 +178,7 @@ def test_editing_a_result_file_changes_the_table(smoke_dag, tmp_path):
     result = json.loads(result_path.read_text())
     result["deterministic"]["final"]["test"]["accuracy"] = 0.123456
     result_path.write_text(json.dumps(result))
-    proc = snakemake(wd, "--config", "scale=smoke", "--forcerun", "core_report")
+    proc = snakemake(wd, "--config", "scale=smoke", "--forcerun", "paper_report")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table.read_text() != before
 
@@ -175,3 +207,46 @@ def test_old_plans_are_pruned_and_current_points_at_the_new_one(tmp_path):
     dirs = sorted(p.name for p in plans.iterdir() if p.is_dir() and not p.is_symlink())
     assert dirs == sorted([plan.root.name, "old4", "old3"])
     assert (plans / "current").resolve() == plan.root.resolve()
+
+
+# --- papers: every config/papers/*.yaml by default, in their order; a paper without a section is "not run" ---
+
+def test_papers_all_is_every_paper_config_in_its_order_and_a_list_keeps_its_own(tmp_path):
+    wd = make_workdir(tmp_path)
+    (wd / "config/papers/zeta.yaml").write_text("title: Zeta\norder: 5\nplanner: grid\nexperiments: []\n")
+    (wd / "config/papers/alpha.yaml").write_text("title: Alpha\nplanner: grid\nexperiments: []\n")  # order 50
+    assert config_of(wd)["papers"] == "all"
+    assert enabled_papers({"papers": "all"}, wd / "config") == ["core", "zeta", "alpha"]
+    assert enabled_papers({"papers": ["alpha", "core"]}, wd / "config") == ["alpha", "core"]
+    with pytest.raises(ValueError, match=r"unknown paper in `papers`.*'omega'.*Valid choices: alpha, core, zeta"):
+        enabled_papers({"papers": ["core", "omega"]}, wd / "config")
+
+
+def test_a_paper_without_its_section_or_results_is_listed_as_not_run(tmp_path):
+    from optrepro.paper import papers_tex
+
+    wd = make_workdir(tmp_path)
+    (wd / "config/papers/fresh.yaml").write_text("title: A fresh paper\nplanner: grid\nexperiments: []\n")
+    tex = papers_tex(["core", "fresh"], "smoke", wd / "paper", wd / "config")
+    assert "\\papernotrun{core}{Pipeline check: digits MLP, Adam vs SGD}{its notebook has not run at this scale.}" in tex
+    assert "\\papernotrun{fresh}{A fresh paper}{its section is not written yet.}" in tex
+    (wd / "paper/generated/smoke/core").mkdir(parents=True)
+    (wd / "paper/generated/smoke/core/verdicts.json").write_text("{}")
+    assert "\\papersection{core}{Pipeline check: digits MLP, Adam vs SGD}" in papers_tex(["core"], "smoke", wd / "paper",
+                                                                                         wd / "config")
+
+
+def test_an_unknown_planner_is_refused_with_the_valid_choices(tmp_path):
+    wd = make_workdir(tmp_path)
+    paper = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
+    paper["planner"] = "gird"
+    (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(paper))
+    with pytest.raises(ValueError, match=r"unknown planner 'gird'. Did you mean 'grid'\? Valid choices: grid"):
+        validate_config(config_of(wd), wd / "config", SCHEMAS)
+
+
+def test_a_yaml_error_names_the_file(tmp_path):
+    wd = make_workdir(tmp_path)
+    (wd / "config/papers/core.yaml").write_text("title: [unclosed\n")
+    with pytest.raises(ValueError, match=r"config/papers/core.yaml: not valid YAML"):
+        validate_config(config_of(wd), wd / "config", SCHEMAS)

@@ -19,22 +19,15 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from optrepro import plan as planmod
 from optrepro import problems
-from optrepro.registry import Registry, check_keys
+from optrepro.planners import get_planner
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PLANNERS: Registry[Callable[[Mapping[str, Any], str, Mapping[str, Any]], list]] = Registry("planner")
-
-
-def register_planner(name: str):
-    def wrap(fn):
-        PLANNERS.add(name, fn)
-        return fn
-
-    return wrap
+ALL_PAPERS = "all"
+DEFAULT_ORDER = 50  # a paper config's `order:` when it has none: sections are typeset in increasing order
 
 
 # --- paper configs -----------------------------------------------------------------------------------
@@ -49,54 +42,57 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def paper_config(config_dir: Path, paper: str, scale: str) -> dict[str, Any]:
-    """config/papers/<paper>.yaml at `scale`: the full protocol, with its `smoke:` block merged in at smoke."""
+def _read_yaml(path: Path) -> Any:
+    """A YAML file, with a parse error that names the file (not `<unicode string>`)."""
     import yaml
 
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+
+
+def available_papers(config_dir: Path) -> list[str]:
+    """Every paper with a config file, in typesetting order (`order:` in its config, then the name)."""
+    found = []
+    for path in (Path(config_dir) / "papers").glob("*.yaml"):
+        raw = _read_yaml(path) or {}
+        order = raw.get("order", DEFAULT_ORDER) if isinstance(raw, Mapping) else DEFAULT_ORDER
+        found.append((order if isinstance(order, int) else DEFAULT_ORDER, path.stem))
+    return [name for _, name in sorted(found)]
+
+
+def enabled_papers(config: Mapping[str, Any], config_dir: Path) -> list[str]:
+    """The papers a run covers: `papers: all` (the default) means every config/papers/*.yaml in its order;
+    a list is taken in its own order. Unknown names are refused with the valid choices."""
+    choices = available_papers(config_dir)
+    papers = config.get("papers", ALL_PAPERS)
+    if papers == ALL_PAPERS:
+        return choices
+    for paper in papers:
+        if paper not in choices:
+            from optrepro.registry import unknown
+
+            raise unknown("paper in `papers` (each needs config/papers/<paper>.yaml)", paper, choices)
+    return list(papers)
+
+
+def paper_title(config_dir: Path, paper: str) -> str:
+    """The section title of a paper (its config's `title:`; the paper's name when it has none)."""
+    raw = _read_yaml(Path(config_dir) / "papers" / f"{paper}.yaml") or {}
+    return str(raw.get("title", paper)) if isinstance(raw, Mapping) else paper
+
+
+def paper_config(config_dir: Path, paper: str, scale: str) -> dict[str, Any]:
+    """config/papers/<paper>.yaml at `scale`: the full protocol, with its `smoke:` block merged in at smoke."""
     path = Path(config_dir) / "papers" / f"{paper}.yaml"
     if not path.exists():
-        choices = sorted(p.stem for p in (Path(config_dir) / "papers").glob("*.yaml"))
-        raise ValueError(f"unknown paper {paper!r}: no {path}. Valid choices: {', '.join(choices)}")
-    raw = yaml.safe_load(path.read_text()) or {}
+        from optrepro.registry import unknown
+
+        raise unknown("paper", paper, available_papers(config_dir))
+    raw = _read_yaml(path) or {}
     smoke = raw.pop("smoke", {}) or {}
     return deep_merge(raw, smoke) if scale == "smoke" else raw
-
-
-EXPERIMENT_KEYS = {"name", "problem", "problem_args", "optimizers", "seeds", "schedule", "controllers", "epochs",
-                   "batch_size", "grad_accum", "eval_every", "precision", "stage", "enabled"}
-ARM_KEYS = {"label", "name", "hparams"}
-
-
-def _device(problem: str, scale: str, global_config: Mapping[str, Any]) -> str:
-    """Full-scale runs of problems that want a GPU use the configured device; everything else the CPU."""
-    if scale == "full" and problems.info(problem).gpu:
-        return global_config.get("device", "cuda")
-    return "cpu"
-
-
-@register_planner("grid")
-def grid_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list[dict]:
-    """Every experiment x optimizer arm x seed. Arms of one experiment share seeds, so tests can be paired."""
-    specs = []
-    for exp in pconfig.get("experiments", []):
-        check_keys(f"experiment key in paper {pconfig['paper']!r}", exp, EXPERIMENT_KEYS)
-        if not exp.get("enabled", True):
-            continue
-        seeds = exp.get("seeds", 1)
-        seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-        for arm in exp["optimizers"]:
-            check_keys(f"optimizer arm key in experiment {exp['name']!r}", arm, ARM_KEYS)
-            for seed in seeds:
-                specs.append(planmod.make_spec(
-                    paper=pconfig["paper"], problem=exp["problem"], scale=scale, optimizer=arm["name"],
-                    hparams=arm.get("hparams"), schedule=exp.get("schedule"), controllers=exp.get("controllers", ()),
-                    seed=seed, epochs=exp.get("epochs"), batch_size=exp.get("batch_size"),
-                    grad_accum=exp.get("grad_accum"), eval_every=exp.get("eval_every"),
-                    device=_device(exp["problem"], scale, global_config),
-                    precision=exp.get("precision", "fp32"), problem_args=exp.get("problem_args"),
-                    tags={"experiment": exp["name"], "arm": arm.get("label", arm["name"]), "seed": seed,
-                          "stage": exp.get("stage", "main")}))
-    return specs
 
 
 # --- the plan ----------------------------------------------------------------------------------------
@@ -112,7 +108,7 @@ def code_hash() -> str:
 
 def config_hash(config: Mapping[str, Any], config_dir: Path) -> str:
     h = hashlib.sha256(planmod.canonical_json(config).encode())
-    for paper in config.get("papers", []):
+    for paper in enabled_papers(config, config_dir):
         path = Path(config_dir) / "papers" / f"{paper}.yaml"
         h.update(path.read_bytes() if path.exists() else b"")
     h.update(code_hash().encode())
@@ -179,10 +175,10 @@ def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_
 def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], dict[str, Mapping]]:
     scale = config["scale"]
     entries: list[dict] = []
-    for paper in config.get("papers", []):
+    for paper in enabled_papers(config, config_dir):
         pconfig = paper_config(config_dir, paper, scale)
         pconfig["paper"] = paper
-        planner = PLANNERS.get(pconfig.get("planner", "grid"))
+        planner = get_planner(pconfig.get("planner", "grid"))
         entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
                        for e in planner(pconfig, scale, config))
     unique = planmod.unique_entries(entries)
@@ -276,6 +272,12 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def paper_schema(paper: str, pconfig: Mapping[str, Any], schema_dir: Path) -> Path:
+    """A paper's own schema (`workflow/schemas/papers/<paper>.schema.yaml`) if it has one, else its planner's."""
+    own = Path(schema_dir) / "papers" / f"{paper}.schema.yaml"
+    return own if own.exists() else Path(schema_dir) / "papers" / f"{pconfig.get('planner', 'grid')}.schema.yaml"
+
+
 def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Path) -> None:
     """Validate config.yaml and every enabled paper's config against their JSON schemas (names the bad key)."""
     import jsonschema
@@ -290,15 +292,12 @@ def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Pat
             raise ValueError(f"{what}: at {where}: {e.message}")
 
     check(config, schema_dir / "config.schema.yaml", "config")
-    for paper in config.get("papers", []):
-        path = config_dir / "papers" / f"{paper}.yaml"
-        if not path.exists():
-            raise ValueError(f"unknown paper {paper!r}: no {path}")
-        pconfig = yaml.safe_load(path.read_text()) or {}
-        # A paper's own schema if it has one, else the schema of the planner that expands it.
-        schema = schema_dir / "papers" / f"{paper}.schema.yaml"
-        if not schema.exists():
-            schema = schema_dir / "papers" / f"{pconfig.get('planner', 'grid')}.schema.yaml"
+    for paper in enabled_papers(config, config_dir):
+        pconfig = _read_yaml(Path(config_dir) / "papers" / f"{paper}.yaml") or {}
+        if not isinstance(pconfig, Mapping):
+            raise ValueError(f"config/papers/{paper}.yaml: the top level must be a mapping of keys")
+        get_planner(pconfig.get("planner", "grid"))  # an unknown planner is named with the valid choices
+        schema = paper_schema(paper, pconfig, schema_dir)
         if not schema.exists():
             raise ValueError(f"config/papers/{paper}.yaml: no schema {schema}")
         check(pconfig, schema, f"config/papers/{paper}.yaml")

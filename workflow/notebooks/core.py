@@ -10,21 +10,19 @@
 # %% [markdown]
 # # Pipeline check: digits MLP, Adam vs SGD
 #
-# Run by Snakemake through `script:` (rule `core_report`); the `snakemake` object names the inputs (the
-# current plan's batch manifests) and the outputs (tables and a figure under paper/{tables,figures}/<scale>/).
+# Run by Snakemake through `script:` (the generic rule `paper_report`); the `snakemake` object names the inputs
+# (the current plan's batch manifests of this paper) and the output directory, paper/generated/<scale>/core/.
 # To explore interactively: `jupytext --to notebook workflow/notebooks/core.py`.
 
 # %%
 from pathlib import Path
 
-from optrepro.io import atomic_write_text, read_jsonl
-from optrepro.report import aggregate, claims, figures, published, tables, verdicts
+from optrepro.io import read_jsonl
+from optrepro.report import figures, tables
+from optrepro.report.section import Section
 
-scale = snakemake.params.scale  # noqa: F821 (injected by Snakemake)
-out = snakemake.output  # noqa: F821
-runs = aggregate.collect_runs(snakemake.input.manifests)  # noqa: F821
-claim_set = claims.load_claims(Path(snakemake.input.claims))  # noqa: F821
-core_claims = [c for c in claim_set if c.paper == "core"]
+section = Section.from_snakemake(snakemake)  # noqa: F821 (injected by Snakemake)
+scale, runs = section.scale, section.runs
 
 # %% [markdown]
 # ## Final metrics per arm (mean and sd over seeds; every run counted, diverged ones included)
@@ -39,7 +37,7 @@ for column, label in columns.items():
     mean, sd = by_arm[column].mean(), by_arm[column].std()
     summary[label] = [f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, sd)]
 summary = summary.reset_index().rename(columns={"tags.arm": "optimizer"})
-atomic_write_text(Path(out.table), tables.latex_table(
+section.write_table("digits.tex", tables.latex_table(
     summary, caption="Digits MLP: final metrics, mean ± sd over seeds.", label="tab:core-digits", scale=scale))
 summary
 
@@ -62,16 +60,11 @@ for arm, group in runs.groupby("tags.arm"):
 ax.set_xlabel("epoch")
 ax.set_ylabel("test accuracy")
 ax.legend(frameon=False)
-figures.save_figure(fig, out.figure, scale)
+figures.save_figure(fig, section.path("digits_curves.pdf"), scale)
 
 # %% [markdown]
-# ## Verdicts of the registered claims
+# ## Verdicts of the registered claims (paper/claims/core.yaml), the register, verdicts.json
 
 # %%
-verdict_list = verdicts.judge_all(core_claims, runs, published.empty_published(), scale,
-                                  families=claim_set.families)
-atomic_write_text(Path(out.verdicts), tables.verdict_table(
-    verdict_list, core_claims, scale, caption="Pipeline check: registered claims and verdicts.",
-    label="tab:core-verdicts"))
-atomic_write_text(Path(out.done), f"% core section generated at {scale} scale\n")
+verdict_list = section.finish()
 [v.as_row() for v in verdict_list]

@@ -8,6 +8,8 @@ rule run_batch:
         lambda wc: [data_marker(d) for d in batch_info(wc)["datasets"]] + batch_info(wc)["inputs"],
     log:
         f"{RESULTS}/logs/{{paper}}/{{problem}}/{{batch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{paper}}/{{problem}}/{{batch}}.tsv"
     wildcard_constraints:
         paper="[^/]+",
         problem="[^/]+",

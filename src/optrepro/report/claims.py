@@ -1,17 +1,20 @@
-"""Registered claims (paper/claims.yaml): the format, its loader and the checks against published rows.
+"""Registered claims (paper/claims/<paper>.yaml): the format, its loaders and the checks against published rows.
 
-The file is written before any full-scale run (REPLICATION.md); the loader refuses unknown keys, wrong types,
-undeclared families and inconsistent references, naming the bad value, so a typo never silently drops a claim.
+Each paper's file is written before any full-scale run (docs/replication.md) and declares the claims' families
+itself: a family is local to its file, so Holm's correction runs within one paper. The loaders refuse unknown
+keys, wrong types, undeclared families, a claim filed under another paper and inconsistent references, naming
+the bad value, so a typo never silently drops a claim.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from optrepro.report.validation import PAPER_DIR, InputError, load_schema, load_yaml, validate
 
 CLAIMS_SCHEMA = PAPER_DIR / "claims.schema.json"
+CLAIMS_DIR = PAPER_DIR / "claims"
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class ClaimSet:
         raise unknown("claim", claim_id, [c.id for c in self.claims])
 
 
-def parse_claims(data: Any, source: str = "claims.yaml", schema_path: Path = CLAIMS_SCHEMA) -> ClaimSet:
+def parse_claims(data: Any, source: str = "claims", schema_path: Path = CLAIMS_SCHEMA) -> ClaimSet:
     validate(data, load_schema(schema_path), source)
     families = {name: Family(name=name, correction=f["correction"], alpha=float(f.get("alpha", 0.05)),
                              description=f.get("description", ""))
@@ -129,9 +132,42 @@ def parse_claims(data: Any, source: str = "claims.yaml", schema_path: Path = CLA
     return ClaimSet(families=families, claims=tuple(claims))
 
 
-def load_claims(path: Path = PAPER_DIR / "claims.yaml", schema_path: Path = CLAIMS_SCHEMA) -> ClaimSet:
+def load_claims(path: Path, schema_path: Path = CLAIMS_SCHEMA) -> ClaimSet:
+    """One paper's claims file, paper/claims/<paper>.yaml: every claim in it belongs to <paper>."""
     path = Path(path)
-    return parse_claims(load_yaml(path), source=str(path), schema_path=schema_path)
+    claim_set = parse_claims(load_yaml(path), source=str(path), schema_path=schema_path)
+    for claim in claim_set:
+        if claim.paper != path.stem:
+            raise InputError(f"{path}: claim {claim.id!r} has paper {claim.paper!r}; a claims file holds the "
+                             f"claims of one paper, its name ({path.stem!r})")
+    return claim_set
+
+
+def load_all_claims(directory: Path = CLAIMS_DIR, papers: Iterable[str] | None = None,
+                    schema_path: Path = CLAIMS_SCHEMA) -> ClaimSet:
+    """The claims of `papers` (default: every file in `directory`), in that order. Claim ids and family names
+    must be unique across papers: each family belongs to the one file that declares it."""
+    directory = Path(directory)
+    names = list(papers) if papers is not None else sorted(p.stem for p in directory.glob("*.yaml"))
+    families: dict[str, Family] = {}
+    claims: list[Claim] = []
+    owner: dict[str, str] = {}
+    for name in names:
+        path = directory / f"{name}.yaml"
+        if not path.exists():
+            continue  # a paper without registered claims has nothing to judge
+        one = load_claims(path, schema_path)
+        for family in one.families:
+            if family in owner:
+                raise InputError(f"{path}: family {family!r} is already declared in {directory / owner[family]}"
+                                 ".yaml; families are per paper file, so give it a name of its own")
+            owner[family] = f"{name}"
+        for claim in one:
+            if claim.id in {c.id for c in claims}:
+                raise InputError(f"{path}: claim id {claim.id!r} is also registered by another paper")
+        families.update(one.families)
+        claims.extend(one.claims)
+    return ClaimSet(families=families, claims=tuple(claims))
 
 
 def check_published_refs(claims: ClaimSet, published) -> None:
