@@ -1,6 +1,6 @@
 """Registered claims (paper/claims.yaml): the format, its loader and the checks against published rows.
 
-The file is written before any full-scale run (REPLICATION.md); the loader refuses unknown keys, wrong types,
+The file is written before any full-scale run (docs/replication.md); the loader refuses unknown keys, wrong types,
 undeclared families and inconsistent references, naming the bad value, so a typo never silently drops a claim.
 """
 from __future__ import annotations
