@@ -6,7 +6,7 @@
 Each optimizer trains the digits MLP (problem "digits_mlp", smoke scale: 64-64-10, real data) with batch 128 for
 `--steps` steps, as src/optrepro/train.py drives it: a StepClosure per step (one micro-batch, replayed noise),
 `optimizer.step(closure)`, registry defaults with `total_steps` filled in from the run length. The closure's
-counters give the passes; the cost unit is REPLICATION.md's "Equal compute" one: forward+backward = 1,
+counters give the passes; the cost unit is docs/replication.md's "Equal compute" one: forward+backward = 1,
 forward-only = 1/3. Prints a markdown table per optimizer: mean / median / max units per step, the same over the
 first 10% of steps (line searches backtrack most at the start), forward and backward passes per step, and
 seconds per step (closure included), also as a ratio to torch's Adam (one forward+backward and a fused Adam

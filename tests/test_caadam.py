@@ -25,7 +25,7 @@ def by_kind(factors):
 
 def test_reference_mode_reproduces_keras_name_collision():
     # MLP [64,32] on 8 inputs: kernels 512, 2048, 32 -> min 32, median 512, max 2048, LAST kernel 32.
-    # Keras keyed counts by short name, so every kernel takes the last kernel's count (dossier §1.4).
+    # Keras keyed counts by short name, so every kernel takes the last kernel's count (the authors' caadam/caadam.py).
     kernels, biases = by_kind(caadam_factors(mlp(), "additive", "reference"))
     assert kernels == pytest.approx([1.95] * 3)
     assert biases == pytest.approx([1 + 0.95 * 512 / (512 - 32)] * 3)  # c = 0 -> 2.0133
@@ -142,7 +142,7 @@ def test_factor_scales_the_step():
 
 
 def keras_eps_hat_adam(params, grads_per_step, factors, lr, betas, eps, amsgrad):
-    """The authors' Keras update_step written out (dossier §1.1), each tensor counting its own steps t:
+    """The authors' Keras update_step written out (caadam/caadam.py), each tensor counting its own steps t:
     alpha = lr * S * sqrt(1 - b2^t) / (1 - b1^t); m, v as Adam's; theta -= alpha * m / (sqrt(v) + eps), with
     v replaced by its running max under amsgrad. A tensor whose gradient is None is skipped that step."""
     b1, b2 = betas

@@ -36,7 +36,7 @@ def probe(fd_mode, seed=0):
 
 def test_literal_reading_gives_row_sums_not_the_diagonal():
     estimate, hessian = probe("ones")
-    assert torch.allclose(estimate, hessian.sum(1), atol=1e-8)  # (H 1)_i: the bias the dossier computes
+    assert torch.allclose(estimate, hessian.sum(1), atol=1e-8)  # (H 1)_i: the bias of the literal reading
     assert not torch.allclose(estimate, torch.diagonal(hessian), atol=0.1)
 
 
@@ -125,7 +125,7 @@ def first_step_curvature(outer_autocast: bool, precision: str = "fp32"):
 
 
 def test_probe_runs_in_fp32_under_an_outer_autocast():
-    # dossier §7.B: both gradients of the finite difference (g0 and g at w + r v) in fp32; bf16 rounding / r
+    # both gradients of the finite difference (g0 and g at w + r v) in fp32; bf16 rounding / r
     # would swamp the curvature
     reference = first_step_curvature(outer_autocast=False)
     assert torch.allclose(first_step_curvature(outer_autocast=True), reference, rtol=1e-5, atol=1e-6)
@@ -176,7 +176,7 @@ def test_controller_lr_is_written_into_the_param_groups():
 
 @pytest.mark.parametrize("fd_mode", ["ones", "update"])
 def test_no_host_reads_between_controller_calls(monkeypatch, fd_mode):
-    # dossier §2: read the loss only every fuzzy_every steps (a GPU sync otherwise); the clamped count waits too
+    # read the loss only every fuzzy_every steps (a GPU sync otherwise); the clamped count waits too
     model, closure = mlp_closure()
     opt = FuzzySecondOrder(model.parameters(), fd_mode=fd_mode, total_steps=20, fuzzy_every=5)
 

@@ -173,7 +173,7 @@ def test_alsals_accepts_a_nan_trial_as_the_authors_code_does():
 
 
 def test_alsals_growth_and_smoothed_armijo_match_a_hand_computation():
-    # Two steps on f(w) = 0.5 w^T H w, recomputed here from the dossier's pseudocode (alsals.md §1.4)
+    # Two steps on f(w) = 0.5 w^T H w, recomputed here from the authors' sls/Ken_sls.py::line_search
     w, hessian, closure = quadratic(dim=3)
     f = lambda x: float(0.5 * x @ hessian @ x)
     init, c = 1.5, 0.5  # here the raw (unsmoothed) test would take 18 backtracks at step 2, the smoothed one 2

@@ -43,7 +43,7 @@ def test_adam_genome_matches_torch_adam():
 @pytest.mark.parametrize("name", space.FINAL_NAMES)
 def test_every_final_genome_trains(name):
     model, x, y = model_and_data()
-    lr = {"opt9": 1e-2, "opt10": 0.5}.get(name, 1e-2)  # i1e chains need SGD-scale steps (dossier §4)
+    lr = {"opt9": 1e-2, "opt10": 0.5}.get(name, 1e-2)  # i1e chains need SGD-scale steps (i1e(x) ~ x/2, at most 0.22)
     opt = NOSExpression(model.parameters(), genome=name, lr=lr, use_decay=True, total_steps=200,
                         warmup_steps=10, hold_steps=10)
     losses = train(model, opt, x, y, 60)
@@ -80,7 +80,7 @@ def test_hand_computed_opt10_step_with_and_without_decay():
 
 
 def _reference_final_step_rules(name, use_decay, w, grads, lr, total, warmup, hold):
-    """The released final classes' updates written out in float64 (finalOptimizers.py, dossier §4), constant lr:
+    """The released final classes' updates written out in float64 (the authors' finalOptimizers.py), constant lr:
     every genome's operands, ops, decays, momentum and Nesterov form, independent of the genome interpreter.
     Where the interpreter guards a division with eps (register: nos-division-guard: the div of the update and
     of the LR multiplier erfc(erfc(a4)) / dtanh(a8)), so does this."""

@@ -157,7 +157,7 @@ def test_keras_resnet20_parameters_order_and_init():
 def test_nos_convnet_parameters():
     model = NOSConvNet(32)
     expected = conv(3, 3, 32) + conv(3, 32, 64) + conv(3, 64, 128) + 2 * (32 + 64 + 128) + dense(128, 10)
-    assert count(model) == expected == 94_986  # "about 95k at base 32" (nos.md section 2)
+    assert count(model) == expected == 94_986  # the authors' ConvNet at base 32 (NeuralOptimizerSearch.py)
 
 
 @pytest.mark.parametrize("num_classes,strategy,expected", [
@@ -165,7 +165,7 @@ def test_nos_convnet_parameters():
     (100, "additive", {1.1813, 2.0056}), (100, "multiplicative", {1.3596, 5.4942}),
 ])
 def test_resnet20_gives_caadam_the_published_as_run_multipliers(num_classes, strategy, expected):
-    """caadam.md section 1.4 measured these kernel / 1-D multipliers on the notebooks' Keras ResNet-20: they
+    """The as-run kernel / 1-D multipliers of the authors' code on the notebooks' Keras ResNet-20: they
     need the same kernel shapes (min 432, median 6912 or 7808, max 36864) and the Dense head as last kernel."""
     from optrepro.optim.caadam import caadam_factors
 

@@ -123,7 +123,7 @@ def test_committed_published_files_are_valid():
 # --- ambiguity register -------------------------------------------------------------------------------------
 
 ENTRY = {"id": "name-collision", "point": "Keras keys counts by short name", "reading": "as run: 50% of c_min",
-         "alternative": "as described", "source": "[R] caadam.py", "ablation": "caadam_as_described"}
+         "alternative": "as described", "source": "remigenet/CaAdam@ce14f7e caadam/caadam.py", "ablation": "caadam_as_described"}
 
 
 @pytest.mark.parametrize("entry, message", [

@@ -1,4 +1,4 @@
-"""The verdict engine and its statistics on fixtures with known answers (REPLICATION.md)."""
+"""The verdict engine and its statistics on fixtures with known answers (docs/replication.md)."""
 from __future__ import annotations
 
 import math
@@ -67,7 +67,8 @@ def test_caadam_published_mean_sd_n_reproduce_the_authors_t():
     assert round(t / math.sqrt(30 / 29), 2) != 12.70
 
 
-# t and relative improvement (%) columns of caadam.md section 3, against Adam, typed independently of the CSV
+# t and relative improvement (%) against Adam from the authors' notebooks (remigenet/CaAdam@ce14f7e results/*.ipynb),
+# typed independently of the CSV
 CAADAM_T = {
     "cifar10_resnet20": {"CaAdam-Add": (12.70, 2.845), "CaAdam-Mul": (18.89, 4.093), "CaAdam-Depth": (7.56, 2.204),
                          "AdamW": (-2.49, -0.928), "Adamax": (-35.53, -13.672), "Nadam": (-2.21, -0.816)},

@@ -1,4 +1,4 @@
-"""Schedules against the factors logged in the Crowded Valley runs (dossier §3.2), controllers against Keras's
+"""Schedules against the factors logged in the Crowded Valley runs (lr_sched_factors), controllers against Keras's
 callback semantics on scripted metric sequences, and checkpoint round trips."""
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_warm_restarts_cycle_starts_and_logged_end_factors():
             assert epoch_factor(f, s - 1, 400) < 0.05, f"epoch {s - 1} is not the end of a cycle"
     restarts = [e for e in range(1, 400) if epoch_factor(f, e, 400) > epoch_factor(f, e - 1, 400)]
     assert restarts == starts[1:]
-    # not fitted to the run: the factor logged at e = E (dossier: 0.50, 0.69, 0.99, 0.78, 0.96)
+    # not fitted to the run: the factor at e = E (logged: 0.50 for E = 50, 0.69 for E = 100; the others derived)
     for num_epochs, logged in [(50, 0.50), (100, 0.69), (160, 0.99), (200, 0.78), (350, 0.96)]:
         value = f(num_epochs * SPE, num_epochs * SPE, SPE)
         assert round(value, 2) == logged, (num_epochs, value)

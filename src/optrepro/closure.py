@@ -8,7 +8,7 @@ torch.optim.LBFGS closures do). Every call replays the same noise: torch's globa
 Trial evaluations (every call after the first of a step) leave BatchNorm running statistics alone when
 the optimizer declares `trial_batchnorm = "frozen"` (the default); `"moving"` lets them move at trial
 points, as the ALSALS authors' code does. Passes are counted per call: a forward+backward pass over the
-step's batch counts 1 forward and 1 backward (REPLICATION.md's cost unit).
+step's batch counts 1 forward and 1 backward (the cost unit of docs/replication.md, "Equal compute").
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Run specs and the plan: config/papers/*.yaml -> fully resolved run specs with content-addressed ids.
 
-A spec is a plain dict with every default resolved (DESIGN.md "Data flow"). Its run id is a hash of its
+A spec is a plain dict with every default resolved (docs/design.md, "Data flow"). Its run id is a hash of its
 canonical JSON, minus `tags` (labels for the report that do not change what is computed), so changing a
 hyperparameter makes a new run and re-planning finds the runs that already exist. Nothing here imports torch.
 

@@ -243,7 +243,7 @@ register(Source(
     prepare="optrepro.data.arrays:prepare_tolstoi",
     keys="tokens_train uint8 [N_train], tokens_test uint8 [653237]: character ids; vocab_codepoints int32 [83]: "
          "the Unicode code point of each id (ids by descending frequency, ties by first occurrence)",
-    expect_lengths={"tokens_test": 653237, "vocab_codepoints": 83},  # DeepOBS (crowded_valley.md section 1)
+    expect_lengths={"tokens_test": 653237, "vocab_codepoints": 83},  # DeepOBS's split (deepobs_prepare_data.sh)
     # deepobs_prepare_data.sh: sed -i '1,29d'; sed -i '5,775d'; sed -i '63850,64207d' (applied in turn)
     extra={"delete_line_ranges": ((1, 29), (5, 775), (63850, 64207)), "test_size": 0.2},
     papers=("crowded_valley",),

@@ -1,4 +1,5 @@
-"""The NOS search space as data (Morgan & Hougen, arXiv 2404.06679; dossier nos.md §1, §4), torch-free.
+"""The NOS search space as data (Morgan & Hougen, arXiv 2404.06679; OUStudent/NeuralOptimizerSearch@005dfce).
+Torch-free.
 
 A genome is a small DAG in topological order: `nodes[i]` is a unary or binary operation whose inputs are
 operands (by name) or earlier nodes (by index); the last node is the root and gives the update u. Every input
@@ -10,7 +11,7 @@ Decay expressions are nested tuples: ("a", k) is base schedule a_k(t, T); (op, x
 (op, x, y) a binary one. `switchable` decays are the ones the authors' `use_decay` flag turns off: all but
 Opt4's internal atan(a13), which the authors' code governs by `variant` instead (variant 0, kept on here).
 
-The update graph's operand and op tables follow the authors' code order (§1.2-1.4). A few entries marked
+The update graph's operand and op tables follow the order of NeuralOptimizerSearch.py. A few entries marked
 `final_only` are needed only to spell the released final optimizers and are not drawn by a search
 (x + 1e-7 in A1-A5, and Opt3's mix of an EMA of g^2, which the search space writes with g^3).
 """
@@ -98,7 +99,7 @@ BETA0 = 0.95
 
 
 def decay_base(k: int, t: float, total: float, a14: str = "search") -> float:
-    """a_k(t) on t in [0, T) (dossier §1.5). a14 has two definitions in the authors' code: 'search' / 'final'."""
+    """a_k(t) on t in [0, T). a14 has two definitions in the authors' code: 'search' / 'final'."""
     x = t / total
     restart = ((2 * t) % total) / total
     if k == 1:
@@ -313,7 +314,7 @@ def render(genome: Genome, latex: bool = False) -> str:
     return prefix + body
 
 
-# ---- the released final optimizers (dossier §4, finalOptimizers.py) ---------------------------------------
+# ---- the released final optimizers (finalOptimizers.py) ----------------------------------------------------
 
 def E(source: Ref, decay: Decay | None = None, switchable: bool = True) -> Edge:
     return Edge(source, decay, switchable)

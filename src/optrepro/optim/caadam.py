@@ -11,12 +11,12 @@ has one (see CaAdam's docstring for the cost), else torch's functional Adam on t
 `group["lr"]` stays the *base* LR, so schedulers and ReduceLROnPlateau's min_lr act on the base LR as in Keras.
 
 Strategies (c = connection count of a tensor, c~ / c_min / c_max = median / min / max over the counted tensors,
-gamma = strength), dossier caadam.md §1.2:
+gamma = strength), as in remigenet/CaAdam@ce14f7e caadam/{additive,multiplicative,depth}_scaling.py:
   additive        S = 1 + gamma (c~ - c)/(c~ - c_min)  if c <= c~,   1 - gamma (c - c~)/(c_max - c~)  otherwise
   multiplicative  S = gamma ** sigma, sigma = (c~ - c)/(c~ - c_min) if c <= c~, (c - c~)/(c_max - c~) otherwise
                   (sigma >= 0 on both sides: the rule is not monotone in c, as in the authors' code)
   depth           S = (1 + gamma) ** ((d_m - (1 + d)) / d_m), d = 0-based depth, d_m = number of depths
-A zero denominator (c~ == c_min or c~ == c_max, the 0/0 case of §1.3) gives sigma = 0, i.e. S = 1, in both modes;
+A zero denominator (c~ == c_min or c~ == c_max, a 0/0) gives sigma = 0, i.e. S = 1, in both modes;
 the authors' code produced NaN/inf there.
 
 Modes (how c and d are derived from the model):
@@ -29,7 +29,7 @@ Modes (how c and d are derived from the model):
                authors' code does. Depth d = index of the tensor's owning *module* among the parameter-owning
                modules in registration order (d_m = their number), so a layer's weight and bias share a depth.
                Counts, statistics and depths come from the whole model, even when the optimizer gets a subset.
-  "reference"  what the authors' Keras code computed (dossier §1.3-1.4). Counts are stored by the tensor's
+  "reference"  what the authors' Keras code computed (caadam/caadam.py with Keras 3). Counts are stored by the tensor's
                *short* name (Keras 3 `var.name`; here the last component of the torch name, "weight"), so every
                ndim>=2 tensor gets the count of the LAST ndim>=2 tensor with the same short name; 1-D tensors get
                c = 0 (in Keras their names, bias/gamma/beta, never match a kernel's). min/median/max are still taken
@@ -43,8 +43,8 @@ out as Keras' trainable_variables leaves them out, and tied weights are counted 
 registration (named_parameters drops duplicates), with the depth of that registration.
 
 gamma=None takes the per-strategy default of the authors' code, which their runs used: additive 0.95,
-multiplicative 5.0, depth 1.0 (dossier §1.2). gamma=0 makes additive and depth plain Adam; gamma=1 does so for
-multiplicative.
+multiplicative 5.0, depth 1.0 (results/*.ipynb build the strategies without arguments). gamma=0 makes additive
+and depth plain Adam; gamma=1 does so for multiplicative.
 
 eps_hat=True uses the Keras epsilon placement of the reference code: theta -= lr*sqrt(1-b2^t)/(1-b1^t)*S*m/(sqrt(v)+eps),
 i.e. torch's form with eps_t = eps/sqrt(1-b2^t), where t is each tensor's own step count (torch's, which also

@@ -6,7 +6,8 @@ Search spaces are the random-search distributions, keyed by study version where 
 "v1" (arXiv v1 / ICLR submission, 14 optimizers) and "icml" (ICML 2021, +AdaBelief); "default" otherwise.
 Only the momentum-type parameters changed: v1 drew mu ~ LU(1e-3, 1) (mass near 0), ICML draws 1 - mu ~ LU(1e-4, 1)
 (mass near 1), from the same uniform draw. AdaBelief exists only in the ICML study.
-Ranges marked [U] in the dossier (betas, final_lr, gamma, alpha, k) are the observed sample ranges.
+The ranges of betas, final_lr, gamma, alpha and k are the sample ranges observed in the logs (the paper's table
+could not be read).
 """
 from optrepro.optim.registry import OptimizerInfo, register
 

@@ -1,5 +1,6 @@
 """Registry entries for the papers' own optimizers: CaAdam, the line searches, the NOS expression optimizers
-(torch-free metadata). Dossiers: ../shared/papers/{caadam,alsals,nos}.md."""
+(torch-free metadata). Authors' code: remigenet/CaAdam@ce14f7e, OUStudent/NeuralOptimizerSearch@005dfce,
+TheMody/Improving-Line-Search-Methods-for-Large-Scale-Neural-Network-Training@14be82a."""
 from optrepro.optim.registry import OptimizerInfo, register
 
 _LR = {"type": "log_uniform"}
@@ -74,7 +75,7 @@ for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
         target=f"optrepro.optim.nos_expr:NOS{_name.capitalize()}",
         defaults={**_NOS_COMMON, **_extra},
         impl_version=2 if _name == "opt6" else 1,  # 2: its dtanh(a4) follows use_decay, as the authors' code
-        # the authors swept eta over {10, 1, 1e-1, ..., 1e-5} for every candidate (dossier §2)
+        # the authors swept eta over {10, 1, 1e-1, ..., 1e-5} for every candidate (fitness_function_*)
         search_space={"default": {"lr": {**_LR, "low": 1e-5, "high": 10.0},
                                   "use_decay": {"type": "choice", "values": [False, True]}}},
         paper="nos",
@@ -82,7 +83,7 @@ for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
                     "total_steps is needed when decays or cyclical momentum are on",
     ))
 
-# ---- fuzzy second-order method (arXiv 2403.15416): every open choice is a named argument (fuzzy.md §1.2) ----
+# ---- fuzzy second-order method (arXiv 2403.15416): every open choice is a named argument (our defaults) ----
 register(OptimizerInfo(
     name="fuzzy_second_order", target="optrepro.optim.fuzzy:FuzzySecondOrder",
     defaults={"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,

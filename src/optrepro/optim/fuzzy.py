@@ -4,8 +4,8 @@ Newton-like update, fuzzy controller for lr and the curvature momentum beta3.
     opt = FuzzySecondOrder(model.parameters(), total_steps=1000)
     opt.step(closure)     # closure(backward=True): same batch, replayed noise (optrepro.closure.StepClosure)
 
-The paper's method section could not be read (dossier fuzzy.md §0): every open choice is a named argument with
-the dossier's default (§1.2-1.3, §7):
+The paper's method section (arXiv 2403.15416, §3 onward) could not be read: every open choice is a named argument
+with our default:
   fd_mode     "ones" (literal reading: w + r on every weight; gives (H 1)_i, biased for non-diagonal H),
               "rademacher" (w + r z, z = +-1; z * (g_r - g)/r is unbiased for diag H), "update" (along the
               last update direction, normalised; a per-coordinate secant)
@@ -19,9 +19,9 @@ the dossier's default (§1.2-1.3, §7):
               step, and an lr the caller puts there (an outer schedule) is not used (ambiguity register
               fuzzy-lr-schedule).
   clip_rho    None; a number clips m_hat / denom to +-clip_rho per coordinate (Sophia-style, ablation only)
-  relative_step  False; True uses r_i = r * max(|w_i|, 1e-3) per weight (dossier §7.C)
+  relative_step  False; True uses r_i = r * max(|w_i|, 1e-3) per weight
 Both gradients of a probe step (g(w) and g(w + r v)) run with autocast disabled and TF32 off, so their
-difference is not rounding noise (§7.B); the training loop's own bf16 autocast stands down meanwhile
+difference is not rounding noise; the training loop's own bf16 autocast stands down meanwhile
 (_base.full_precision_requested). BatchNorm buffers are restored by
 the closure (trial calls are "frozen") and its noise is replayed, so both gradients see the same batch and
 masks. Python reads of device values (loss, clamped count) happen only when the controller runs.
@@ -38,7 +38,7 @@ from optrepro.optim._base import full_precision
 from optrepro.optim.fuzzy_controller import FuzzySystem, default_system
 
 FD_MODES = ("ones", "rademacher", "update")
-RELATIVE_STEP_FLOOR = 1e-3  # r_i = r * max(|w_i|, floor): weights near 0 still get a usable step (§7.C)
+RELATIVE_STEP_FLOOR = 1e-3  # r_i = r * max(|w_i|, floor): weights near 0 still get a usable step
 CONTROLLER_OUTPUTS = ("log10_lr", "beta3")
 
 
@@ -111,7 +111,7 @@ class FuzzySecondOrder(Optimizer):
         direction = self._direction(params, self.state["fuzzy"]["step"])
         saved = [p.detach().clone() for p in params]
         if group["relative_step"]:
-            # r_i = r * max(|w_i|, floor): the step scales with the weight, so the FD error is relative (§7.C)
+            # r_i = r * max(|w_i|, floor): the step scales with the weight, so the FD error is relative
             steps = [w.abs().clamp_min_(RELATIVE_STEP_FLOOR).mul_(r) for w in saved]
             torch._foreach_add_(params, torch._foreach_mul(direction, steps))
         else:
@@ -213,7 +213,7 @@ class FuzzySecondOrder(Optimizer):
         torch._foreach_add_(params, update, alpha=-lr)
         self._fuzzy_update(loss)
         if group["fuzzy"]:
-            # dossier §1.3 step 6: the controller's (lr, beta3) go into the param_groups, so whoever reads them
+            # the controller's (lr, beta3) go into the param_groups (our choice), so whoever reads them
             # sees the values the next step uses. The update reads s["lr"], not group["lr"]: a training loop
             # overwrites group["lr"] with its schedule before every step (register fuzzy-lr-schedule).
             for g in self.param_groups:

@@ -1,6 +1,6 @@
 """The fuzzy controller of the fuzzy second-order method (Bensadok & Babar, arXiv 2403.15416), by hand.
 
-The paper's rule base could not be read (dossier fuzzy.md §2): the default system here is the dossier's
+The paper's rule base (arXiv 2403.15416, §3 onward) could not be read: the default system here is our own
 illustrative one, given as data (`FuzzySystem`) so that another rule base or universe can be swapped in.
 Mamdani inference: min AND, min implication, max aggregation, centroid over a sampled output universe; each
 variable has triangular terms with shoulders at the universe ends (as skfuzzy.trimf). Pure numpy, a few
@@ -77,7 +77,7 @@ class FuzzySystem:
         return out
 
 
-# The dossier's illustrative rule base (fuzzy.md §2 [R]): a falling loss early -> high lr, low beta3.
+# Our illustrative rule base (our choice, not the paper's): a falling loss early -> high lr, low beta3.
 DEFAULT_LR_RULES = [[2, 1, 1], [1, 1, 0], [1, 0, 0]]
 DEFAULT_BETA3_RULES = [[0, 1, 2], [1, 1, 2], [1, 2, 2]]
 

@@ -161,7 +161,7 @@ def _unary(op: str, xs: list[torch.Tensor], node_state: list[torch.Tensor] | Non
         return torch._foreach_div(xs, den)
     if op == "add_eps":
         return torch._foreach_add(xs, EPS)
-    if op == "ema":  # fixed: the authors' bias correction divided by 1 - 0.95^0 = 0 (dossier §8.6)
+    if op == "ema":  # fixed: the authors' expMovAvg bias correction divided by 1 - 0.95^0 = 0
         torch._foreach_lerp_(node_state, xs, 0.05)
         return torch._foreach_div(node_state, ema_correction)
     if op == "delta":  # n <- x - n (its own previous output, as in the code)
@@ -252,7 +252,7 @@ def _operand_values(operands: set[str], params, grads, buffers: dict[str, list[t
         elif name == "opt3_mix":
             out[name] = torch._foreach_lerp(power(3), hat("ell"), 0.99)
         elif name.startswith("aggmo"):
-            # [(-x) + (b1 m - x) + (b2 m - x)] / 3 with the raw (not bias-corrected) EMA m (dossier §1.2)
+            # [(-x) + (b1 m - x) + (b2 m - x)] / 3 with the raw (not bias-corrected) EMA m, as the authors' code
             k, buffer, (b1, b2) = {"aggmo_g": (1, "v", (0.9, 0.999)), "aggmo_g2": (2, "s", (0.99, 0.999)),
                                    "aggmo_g3": (3, "lam", (0.999, 0.9999))}[name]
             acc = torch._foreach_mul(buffers[buffer], (b1 + b2) / 3)
@@ -476,7 +476,7 @@ def _named_class(genome_name: str) -> type:
     def __init__(self, params, compile: bool | str = False, **kwargs):
         NOSExpression.__init__(self, params, genome=genome_name, compile=compile, **kwargs)
     return type(f"NOS{genome_name.capitalize()}", (NOSExpression,), {"__init__": __init__,
-                "__doc__": f"The NOS final optimizer {genome_name!r} (dossier nos.md §4)."})
+                "__doc__": f"The NOS final optimizer {genome_name!r} (finalOptimizers.py)."})
 
 
 for _name in FINAL_NAMES:

@@ -1,6 +1,6 @@
-"""CaAdam's workloads (caadam.md section 2): ResNet-20 on CIFAR-10/100 and Fashion-MNIST-56, MLPs on California.
+"""CaAdam's workloads: ResNet-20 on CIFAR-10/100 and Fashion-MNIST-56, MLPs on California.
 
-Data handling as in the authors' Keras notebooks:
+Data handling as in the authors' Keras notebooks (remigenet/CaAdam@ce14f7e results/*.ipynb):
 - CIFAR-10/100: x/255 minus the per-pixel mean of the 50k training images, no augmentation.
 - Fashion-MNIST: scipy.ndimage.zoom 28 -> 56 (cubic spline, order 3, on the uint8 arrays), grey replicated
   to 3 channels, /255.

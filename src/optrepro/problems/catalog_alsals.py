@@ -1,8 +1,10 @@
-"""ALSALS (Kenneweg et al. 2024) workloads as the authors' run scripts set them (alsals.md section 3).
+"""ALSALS (Kenneweg et al. 2024) workloads as the authors' run scripts set them
+(TheMody/Improving-Line-Search-Methods-for-Large-Scale-Neural-Network-Training@14be82a: run_multiple.py,
+run_multiple_img.py; TheMody/nanoGPTSLS@003004c train.py).
 
 GLUE: batch 32, 5 epochs, accuracy on validation each epoch. Images: micro-batch 128 x grad_accum 2 = 256,
 12 epochs, test metrics each epoch. GPT-2: 12 sequences x 40 accumulation = 480 x 1024 tokens per step; the
-number of steps the paper ran is unknown (alsals.md section 3), so `epochs` is a placeholder of 1 for configs to
+number of steps the paper ran is not stated in any readable source, so `epochs` is a placeholder of 1 for configs to
 override with a step budget.
 """
 from optrepro.problems.registry import ProblemInfo, register

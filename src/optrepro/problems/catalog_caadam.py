@@ -1,4 +1,5 @@
-"""CaAdam (Genet & Inzirillo 2024) workloads: Keras ResNet-20 and California Housing MLPs (caadam.md section 2).
+"""CaAdam (Genet & Inzirillo 2024) workloads: Keras ResNet-20 and California Housing MLPs (remigenet/CaAdam@ce14f7e
+results/*.ipynb).
 
 Protocol defaults: batch 64 (California 128), at most 1000 epochs ended by EarlyStopping/ReduceLROnPlateau on
 val_loss (controllers configured in config/papers/caadam.yaml), evaluation every epoch, no weight decay (the

@@ -1,9 +1,10 @@
-"""The eight DeepOBS problems of "Descending through a Crowded Valley" (crowded_valley.md section 1).
+"""The eight DeepOBS problems of "Descending through a Crowded Valley" (fsschneider/DeepOBS).
 
 Defaults are DeepOBS's DEFAULT_TEST_PROBLEMS_SETTINGS (batch size, epochs). Each problem's L2 factor is the
 problem argument `weight_decay` (also shown as `l2_in_loss`), applied as 0.5*wd*sum(w^2) on weights inside the
 loss; the optimizer's own `weight_decay` default is 0.
-cost_per_epoch_s["full"] is the authors' per-run wall time / epochs (crowded_valley.md section 7).
+cost_per_epoch_s["full"] is the authors' per-run wall time / epochs, from the gaps between consecutive
+run timestamps in their logs (SirRob1997/Crowded-Valley---Results).
 """
 from optrepro.problems.registry import ProblemInfo, register
 

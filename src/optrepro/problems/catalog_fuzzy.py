@@ -1,5 +1,5 @@
-"""Fuzzy second-order (Bensadok & Babar 2024) workloads. The paper's protocol could not be read (fuzzy.md
-section 3); these follow the dossier's recommended practical protocol: EfficientNet-B3 from scratch."""
+"""Fuzzy second-order (Bensadok & Babar 2024) workloads. The paper's protocol could not be read (arXiv
+2403.15416, §3 onward); these follow our own practical protocol: EfficientNet-B3 from scratch."""
 from optrepro.problems.registry import ProblemInfo, register
 
 I = "optrepro.problems.images:"

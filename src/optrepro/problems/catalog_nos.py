@@ -1,6 +1,7 @@
 """NOS (Morgan & Hougen 2024) workloads: the CIFAR-10 search proxies and the EfficientNetV2-S transfer set
-(nos.md sections 2 and 5). Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128;
-`epochs` here counts passes over the 45k training images, so configs set the step budget themselves."""
+(proxies: OUStudent/NeuralOptimizerSearch@005dfce NeuralOptimizerSearch.py; transfer set: arXiv 2404.06679, abstract).
+Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128; `epochs` here counts passes over
+the 45k training images, so configs set the step budget themselves."""
 from optrepro.problems.registry import ProblemInfo, register
 
 I = "optrepro.problems.images:"

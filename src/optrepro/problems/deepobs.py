@@ -1,4 +1,4 @@
-"""The eight DeepOBS 1.2 test problems of "Descending through a Crowded Valley" (crowded_valley.md sections 1, 5).
+"""The eight DeepOBS 1.2 test problems of "Descending through a Crowded Valley" (fsschneider/DeepOBS).
 
 As the TF1 code that produced the published logs:
 - validation set = the FIRST `valid_size` training examples (DeepOBS 1.2 `data.take(train_eval_size)`),

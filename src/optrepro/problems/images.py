@@ -129,7 +129,7 @@ class ImageClassification(Problem):
         return out
 
 
-# --- ALSALS (alsals.md section 3): ResNet-34 on CIFAR, 12 epochs, micro-batch 128 x 2 ------------------
+# --- ALSALS (the authors' run scripts): ResNet-34 on CIFAR, 12 epochs, micro-batch 128 x 2 -------------
 class ALSALSCifar10ResNet34(ImageClassification):
     """torchvision ResNet-34 from scratch; RandomCrop(32, pad 4) + flip; the authors' CIFAR normalisation."""
 
@@ -150,7 +150,7 @@ class ALSALSCifar100ResNet34(ALSALSCifar10ResNet34):
     num_classes: ClassVar[int] = 100
 
 
-# --- fuzzy (fuzzy.md section 3, recommended protocol): EfficientNet-B3 from scratch on TinyImageNet -------
+# --- fuzzy (our protocol; the paper's could not be read): EfficientNet-B3 from scratch on TinyImageNet ----
 class FuzzyTinyImageNetEfficientNetB3(ImageClassification):
     """timm efficientnet_b3 (pretrained=False) on TinyImageNet 64x64; valid = 10,000 training images (fixed),
     test = the official 10,000 validation images; crop (pad 4) + flip; ImageNet normalisation."""
@@ -168,7 +168,7 @@ class FuzzyTinyImageNetEfficientNetB3(ImageClassification):
         return timm_model("test_efficientnet", self.num_classes)
 
 
-# --- NOS (nos.md sections 2 and 5) --------------------------------------------------------------------
+# --- NOS (NeuralOptimizerSearch.py fitness functions; arXiv 2404.06679 abstract) ------------------------
 class NOSCifar10ConvNet(ImageClassification):
     """The search's `fitness_function_init` surrogate: ConvNet(base 32), images in [0, 1], no augmentation;
     Keras CIFAR-10 train images 0..44,999 train and 45,000..49,999 validate."""
@@ -250,7 +250,7 @@ class NOSFineTune(NOSEfficientNetV2S):
 
     def full_arrays(self):
         a = load_source(self.source, (f"offsets_{self.train_key}", f"y_{self.train_key}"))
-        if self.train_key == self.test_key:  # Caltech101: one split; a fixed 80/20 cut (nos.md section 8, 16)
+        if self.train_key == self.test_key:  # Caltech101: one split; a fixed 80/20 cut (our choice)
             x, y = encoded_images(a, "all", self.stored_size), np.asarray(a["y_all"])
             order = fixed_permutation(len(x)).numpy()
             cut = int(0.8 * len(x))
@@ -290,7 +290,7 @@ class NOSCaltech101(NOSFineTune):
     valid_size: ClassVar[int] = 500
 
 
-# --- ImageNet (alsals.md section 3, fuzzy.md section 3): JPEG files decoded per batch --------------------
+# --- ImageNet (ALSALS and fuzzy protocols): JPEG files decoded per batch ---------------------------------
 @dataclass
 class ImageNetProblem(ImageClassification):
     """ImageNet-1k (ALSALS ResNet-50, fuzzy EfficientNet-B3). Full scale streams the verified file index through
@@ -337,8 +337,8 @@ class ImageNetProblem(ImageClassification):
 
 @dataclass
 class ALSALSImageNetResNet50(ImageNetProblem):
-    """The authors' data.py (alsals.md section 3): Resize 256 + RandomCrop 224 + flip; Resize 256 + CenterCrop
-    224 for test; ImageNet normalisation; valid = test, as the ALSALS CIFAR problems (no selection)."""
+    """The ALSALS authors' data.py (getImageNet): Resize 256 + RandomCrop 224 + flip; Resize 256 + CenterCrop 224
+    for test; ImageNet normalisation; valid = test, as the ALSALS CIFAR problems (no selection)."""
 
     name: ClassVar[str] = "alsals_imagenet_resnet50"
     train_crop: str = "resize_random"
@@ -349,7 +349,7 @@ class ALSALSImageNetResNet50(ImageNetProblem):
 
 @dataclass
 class FuzzyImageNetEfficientNetB3(ImageNetProblem):
-    """[R] protocol (fuzzy.md section 3): EfficientNet-B3's 300 px, torchvision's B3 evaluation transform
+    """Our protocol (the paper's could not be read): EfficientNet-B3's 300 px, torchvision's B3 evaluation transform
     (Resize 320 bicubic + CenterCrop 300), RandomResizedCrop(300) + flip, valid = 10,000 training images."""
 
     name: ClassVar[str] = "fuzzy_imagenet_effb3"

@@ -1,4 +1,5 @@
-"""ALSALS's transformer workloads (alsals.md section 3): BERT-base on GLUE, GPT-2 small on OpenWebText.
+"""ALSALS's transformer workloads: BERT-base on GLUE, GPT-2 small on OpenWebText (the authors' run_multiple.py and
+TheMody/nanoGPTSLS@003004c).
 
 GLUE: the prepared arrays hold bert-base-uncased WordPiece ids ([CLS] a [SEP] b [SEP], max length 256),
 token types and lengths; a batch is cut to its longest sequence. The model is BertModel (no pooler) + a

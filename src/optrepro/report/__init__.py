@@ -1,4 +1,4 @@
-"""The report core: REPLICATION.md implemented once for every paper section.
+"""The report core: docs/replication.md implemented once for every paper section.
 
 - aggregate: batch manifests -> one tidy row per run (`collect_runs`)
 - claims / published / ambiguity: the registered claims, published numbers and ambiguity registers, validated

@@ -1,6 +1,6 @@
 """Published numbers (paper/published/<paper>.csv): the columns, their validation, and row look-up.
 
-One row per published value, with the exact statistic, its source and its tier (REPLICATION.md). The columns are
+One row per published value, with the exact statistic, its source and its tier (docs/replication.md). The columns are
 documented in paper/published/README.md; the loader refuses a missing or unknown column, a bad type, a value
 outside its vocabulary and a duplicate key, naming the file, the line and the column.
 """

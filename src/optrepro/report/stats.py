@@ -1,4 +1,4 @@
-"""The statistics of REPLICATION.md, as small pure functions over numpy arrays.
+"""The statistics of docs/replication.md, as small pure functions over numpy arrays.
 
 Everything here is direction-free: an effect is `mean(method) - mean(baseline)` in the metric's own units and
 p-values are two-sided; `verdicts.py` applies a claim's direction. With few seeds (n <= 5) the standard asks

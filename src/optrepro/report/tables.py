@@ -20,7 +20,7 @@ SMOKE_VERDICTS = (NOT_ASSESSED, NOT_RUN, NOT_TESTABLE)
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  # symbols the dossiers and registers use, which pdflatex with T1 fonts cannot typeset as is
+                  # symbols the registers and published sources use, which pdflatex with T1 fonts cannot typeset as is
                   "±": r"$\pm$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "≈": r"$\approx$",
                   "→": r"$\rightarrow$", "−": "-", "–": "--", "—": "---", "…": r"\ldots{}", "√": r"$\surd$",
                   "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "Δ": r"$\Delta$",
@@ -29,7 +29,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    """LaTeX-safe text: the ten special characters and the common math symbols of the dossiers."""
+    """LaTeX-safe text: the ten special characters and the common math symbols of the registers."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 

@@ -1,4 +1,4 @@
-"""The verdict engine: REPLICATION.md's six verdicts for registered claims, from runs and published rows.
+"""The verdict engine: docs/replication.md's six verdicts for registered claims, from runs and published rows.
 
     verdicts = judge_all(claims, runs, published, scale="full")     # family corrections applied
     verdict = judge(claim, runs, published, scale="full")           # one claim, its own family
