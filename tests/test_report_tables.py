@@ -145,7 +145,9 @@ def test_ambiguity_register_renders_with_escaping_and_the_scale(tmp_path):
         parse_ambiguity(entries + [entries[1]], "x")
     tex = ambiguity_table(entries, "smoke", caption="CaAdam ambiguity register", label="tab:amb",
                           effects={"name-collision": "+1.2 pp"})
-    assert r"50\% of c\_min" in tex and r"caadam\_as\_described" in tex and "none" in tex
+    # wrapped columns may break long tokens after _ / . (an \allowbreak{}), never inside an escape
+    assert r"50\% of c\_\allowbreak{}min" in tex and r"caadam\_\allowbreak{}as\_\allowbreak{}described" in tex
+    assert "none" in tex
     assert r"\toprule" in tex and "[smoke scale]" in tex and "+1.2 pp" in tex
     with pytest.raises(KeyError, match="unknown ambiguity id 'nope'"):
         ambiguity_table(entries, "smoke", caption="c", label="l", effects={"nope": "x"})
@@ -234,24 +236,29 @@ def test_aggregation_reads_the_manifests_runs_and_only_those(tmp_path):
         collect_runs([tmp_path / "missing.json"], root=tmp_path)
 
 
+def table_body(tex: str) -> str:
+    """The rows of a generated table (after its head and foot), without the line-break hints."""
+    return tex.split("\\endlastfoot")[1].split("\\end{")[0].replace("\\allowbreak{}", "")
+
+
 def test_verdict_table_follows_the_results_and_the_scale(tmp_path):
     manifest = write_tree(tmp_path)
     claims = parse_claims(claims_doc())
     table = lambda frame, scale: verdict_table(judge_all(claims, frame, None, scale), claims, scale,
                                                caption="Core claims", label="tab:core")
     tex = table(collect_runs([manifest], root=tmp_path), "full")
-    assert "replicated" in tex and "[full scale]" in tex and "n=5, paired" in tex
+    assert "[full scale]" in tex and "replicated" in table_body(tex) and "n=5, paired" in table_body(tex)
     # editing one result file changes the table
     path = tmp_path / "results/full/runs/m02/result.json"
     result = json.loads(path.read_text())
     result["deterministic"]["final"]["test"]["accuracy"] -= 0.5
     path.write_text(json.dumps(result))
     edited = table(collect_runs([manifest], root=tmp_path), "full")
-    assert edited != tex and "replicated" not in edited.split(r"\midrule")[1]
+    assert edited != tex and "replicated" not in table_body(edited)
     # smoke: no number of ours, no conclusion
     smoke_manifest = write_tree(tmp_path, scale="smoke")
     smoke = table(collect_runs([smoke_manifest], root=tmp_path), "smoke")
-    body = smoke.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    body = table_body(smoke)
     assert "[smoke scale]" in smoke and "not assessed (smoke)" in body
     assert "replicated" not in body and "paired" not in body and "pp" not in body
 
@@ -290,3 +297,47 @@ def _core_csv(tmp_path, row):
     path = tmp_path / "core.csv"
     path.write_text(HEADER + row)
     return path
+
+
+def test_figures_share_one_style_readable_fonts_and_one_colour_per_optimizer(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from optrepro.report.figures import COLOURS, check_printable, colour, curves
+
+    manifest = write_tree(tmp_path)
+    runs = collect_runs([manifest], root=tmp_path)
+    claim = parse_claims(claims_doc()).claims[0]
+    plt = pyplot()
+    drawn = {}
+    original_close = plt.close
+
+    def keep(fig):  # look at each figure as saved, then close it
+        drawn[len(drawn)] = fig
+
+    plt.close = keep
+    try:
+        curves(runs, "test/accuracy", tmp_path / "curves.pdf", "full", ylabel="test accuracy (%)", factor=100)
+        arm_comparison(runs, claim, "full", tmp_path / "arms.pdf")
+    finally:
+        plt.close = original_close
+    for fig in drawn.values():
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+                 if t.get_text() and t.get_visible()]
+        assert texts and min(t.get_fontsize() for t in texts) >= 7  # printed unscaled: 7 pt is the floor
+        assert fig.get_size_inches()[0] <= 6.53
+    # the same arm has the same colour in both figures (a line in one, points in the other)
+    line_colour = {ln.get_label().split(" (")[0]: to_hex(ln.get_color()) for ln in drawn[0].axes[0].get_lines()}
+    assert line_colour == {"b": colour("b"), "m": colour("m")}
+    point_colours = {to_hex(c) for coll in drawn[1].axes[0].collections for c in coll.get_facecolors()}
+    assert {colour("b"), colour("m")} <= point_colours
+    assert colour("adam") == COLOURS["adam"] and colour("some-genome") == colour("some-genome")
+    # a figure with small text or wider than the page is refused before it reaches the PDF
+    fig, ax = new_figure()
+    ax.set_xlabel("tiny", fontsize=5)
+    with pytest.raises(ValueError, match="'tiny' is 5 pt"):
+        check_printable(fig)
+    fig.set_size_inches(8, 3)
+    with pytest.raises(ValueError, match="8.00 in wide"):
+        check_printable(fig)
+    for fig in [fig, *drawn.values()]:
+        original_close(fig)

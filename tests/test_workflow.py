@@ -167,20 +167,89 @@ def test_smoke_tables_are_stamped_and_say_not_assessed(smoke_dag):
     assert "replicated" not in verdicts and "contradicted" not in verdicts
 
 
-def test_editing_a_result_file_changes_the_table(smoke_dag, tmp_path):
+def pdf_text(pdf: Path, *options: str) -> str:
+    """The PDF's text in reading order (a wrapped table cell stays together), words joined by single spaces;
+    `options` for pdftotext, e.g. "-l", "1" for the first page."""
+    out = subprocess.run(["pdftotext", "-raw", *options, str(pdf), "-"], capture_output=True, text=True, check=True)
+    return " ".join(out.stdout.split())
+
+
+def adam_sentence(pdf: Path) -> str:
+    return re.search(r"Adam.s mean final test accuracy is [\d.]+%", pdf_text(pdf)).group(0)
+
+
+def test_editing_a_result_file_changes_the_table_and_the_prose(smoke_dag, tmp_path):
     wd = tmp_path / "copy"
     shutil.copytree(smoke_dag, wd, symlinks=True)
     table = wd / "paper/generated/smoke/core/digits.tex"
-    before = table.read_text()
-    manifest = next((wd / "results/smoke/batches/core").rglob("*.json"))
-    run = json.loads(manifest.read_text())["runs"][0]
-    result_path = wd / "results/smoke/runs" / run["run_id"] / "result.json"
+    before, sentence = table.read_text(), adam_sentence(wd / "paper/build/smoke/main.pdf")
+    runs = [r for m in (wd / "results/smoke/batches/core").rglob("*.json") for r in json.loads(m.read_text())["runs"]]
+    adam = next(r for r in runs if json.loads((wd / r["dir"] / "spec.json").read_text())["tags"]["arm"] == "adam")
+    result_path = wd / adam["dir"] / "result.json"
     result = json.loads(result_path.read_text())
     result["deterministic"]["final"]["test"]["accuracy"] = 0.123456
     result_path.write_text(json.dumps(result))
     proc = snakemake(wd, "--config", "scale=smoke", "--forcerun", "paper_report")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table.read_text() != before
+    # the number in the section's prose is the notebook's, not typed: it follows the result file
+    assert adam_sentence(wd / "paper/build/smoke/main.pdf") != sentence
+
+
+# --- the report as a reader sees it --------------------------------------------------------------------
+
+def test_first_page_shows_the_scoreboard_with_verdicts_in_words_and_totals(smoke_dag):
+    page1 = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "1")
+    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\) "
+                     r"Totals:", page1), page1
+    assert "Totals: 0 replicated, 0 contradicted, 0 inconclusive, 0 not testable, 0 not run, 1 not assessed" in page1
+
+
+def test_pdf_metadata_names_title_scale_and_commit(smoke_dag):
+    info = subprocess.run(["pdfinfo", str(smoke_dag / "paper/build/smoke/main.pdf")], capture_output=True,
+                          text=True, check=True).stdout
+    title = re.search(r"^Title:\s+(.*)$", info, re.M).group(1)
+    assert title.startswith("optrepro: replicating five deep-learning optimizer papers") and "smoke" in title
+    assert re.search(r"^Subject:\s+Report at smoke scale, code \S+", info, re.M)  # "unknown" outside git
+
+
+def test_tables_carry_run_counts_and_the_appendix_lists_the_runs_behind_them(smoke_dag):
+    text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
+    assert "Runs behind each table" in text and re.search(r"core digits\.tex 6 [0-9a-f]{12}", text)
+    rows = (smoke_dag / "paper/build/smoke/runs.csv").read_text().splitlines()
+    assert rows[0] == "paper,table,run_id" and len(rows) == 1 + 6
+    assert all(re.fullmatch(r"core,digits\.tex,[0-9a-f]{20}", r) for r in rows[1:])
+
+
+def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_path):
+    wd = tmp_path / "copy"
+    shutil.copytree(smoke_dag, wd, symlinks=True)
+    import pandas as pd
+
+    from optrepro.report.tables import latex_table
+
+    wide = pd.DataFrame({f"column {i}": [123456.789] for i in range(30)})  # 30 numbers do not fit a row
+    (wd / "paper/generated/smoke/core/digits.tex").write_text(
+        latex_table(wide, caption="Too wide.", label="tab:core-digits", scale="smoke"))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}")
+    proc = subprocess.run([str(BIN / "optrepro"), "pdf", "--scale", "smoke"], cwd=wd, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert re.search(r"overfull box [\d.]+ pt too wide in \./generated/smoke/core/digits\.tex", proc.stderr), \
+        proc.stderr
+
+
+def test_overfull_boxes_are_attributed_to_the_file_being_read():
+    from optrepro.paper import overfull_boxes
+
+    log = ("(./main.tex (./build/smoke/scoreboard.tex)\n"
+           "(./generated/smoke/core/digits.tex\n"
+           "Overfull \\hbox (26.5pt too wide) in alignment at lines 3--9\n"
+           "[]\n) (./generated/smoke/core/verdicts.tex\n"
+           "Overfull \\hbox (0.5pt too wide) in paragraph at lines 1--1\n)\n"
+           "Overfull \\hbox (3pt too wide) in paragraph at lines 40--41\n)")
+    assert overfull_boxes(log) == [(26.5, "./generated/smoke/core/digits.tex: in alignment at lines 3--9"),
+                                   (3.0, "./main.tex: in paragraph at lines 40--41")]
 
 
 def test_data_target_plans_one_job_per_source_even_without_imagenet(tmp_path):
@@ -250,3 +319,15 @@ def test_a_yaml_error_names_the_file(tmp_path):
     (wd / "config/papers/core.yaml").write_text("title: [unclosed\n")
     with pytest.raises(ValueError, match=r"config/papers/core.yaml: not valid YAML"):
         validate_config(config_of(wd), wd / "config", SCHEMAS)
+
+
+def test_full_scale_digits_report_fits_the_page_and_prints_a_real_verdict(tmp_path):
+    """`make full` with the core section only: real runs (digits at full size), a verdict in words on page 1,
+    and no overfull box (optrepro pdf fails the build on one)."""
+    wd = make_workdir(tmp_path)
+    proc = snakemake(wd, "--config", "papers=[core]")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    page1 = pdf_text(wd / "paper/build/full/main.pdf", "-l", "1")
+    assert re.search(r"core Adam > SGD, test accuracy digits_mlp .*\(n=5\).* (replicated|contradicted|inconclusive)"
+                     r" Totals:", page1), page1
+    assert "[full scale]" in page1

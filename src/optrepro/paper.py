@@ -9,6 +9,7 @@ SOURCE_DATE_EPOCH (default 0) and FORCE_SOURCE_DATE=1 fix pdfTeX's dates; main.t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def provenance_tex(paper_dir: Path, scale: str) -> str:
     claims = _git("log", "-1", "--format=%h", "--", "paper/claims", cwd=root) or "uncommitted"
     code = commit + (" (with uncommitted changes)" if dirty else "")
     return (f"\\newcommand{{\\OptCodeCommit}}{{\\texttt{{{code}}}}}\n"
+            f"\\newcommand{{\\OptCodeCommitPlain}}{{{code}}}\n"  # for the PDF's metadata
             f"\\newcommand{{\\OptClaimsCommit}}{{\\texttt{{{claims}}}}}\n")
 
 
@@ -80,16 +82,59 @@ def build_pdf(scale: str, output: Path, paper_dir: Path = Path("paper"), papers:
 
         papers = available_papers(config_dir)
     atomic_write_text(paper_dir / build / "papers.tex", papers_tex(papers, scale, paper_dir, config_dir))
+    from optrepro.report import scoreboard
+
     typeset = tuple(p for p in papers if _typeset(p, scale, paper_dir))
     atomic_write_text(paper_dir / build / "ambiguity.tex", registers_tex(paper_dir / "ambiguity", scale, typeset))
+    atomic_write_text(paper_dir / build / "scoreboard.tex", scoreboard.scoreboard_tex(papers, scale, paper_dir))
+    atomic_write_text(paper_dir / build / "sources.tex", scoreboard.sources_tex(papers, scale, paper_dir))
+    runs_tex, runs_csv = scoreboard.runs_tables(list(typeset), scale, paper_dir)
+    atomic_write_text(paper_dir / build / "runs.tex", runs_tex)
+    atomic_write_text(paper_dir / build / "runs.csv", runs_csv)
     env = dict(os.environ, SOURCE_DATE_EPOCH=os.environ.get("SOURCE_DATE_EPOCH", "0"), FORCE_SOURCE_DATE="1",
                TEXINPUTS=f"{build}/:")
     cmd = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
            f"-output-directory={build}", f"-usepretex=\\def\\OptScale{{{scale}}}", "main.tex"]
     subprocess.run(cmd, cwd=paper_dir, env=env, check=True)
+    overfull = overfull_boxes((paper_dir / build / "main.log").read_text(errors="replace"))
+    if overfull:
+        raise OverfullError("\n".join(f"overfull box {pt:g} pt too wide in {where}" for pt, where in overfull))
     built = paper_dir / build / "main.pdf"
     if built.resolve() != Path(output).resolve():
         shutil.copyfile(built, output)
+
+
+class OverfullError(ValueError):
+    """Something in the PDF is wider than its space (a table or figure runs off the page)."""
+
+
+OVERFULL_TOLERANCE_PT = 1.0
+_OVERFULL = re.compile(r"^Overfull \\[hv]box \(([\d.]+)pt too (?:wide|high)\) (.*)$")
+_FILE_OPEN = re.compile(r"\((\.?/?[\w./-]+\.(?:tex|sty|cls|def|cfg|fd|aux|out|toc|bbl|clo|ldf))")
+
+
+def overfull_boxes(log: str, tolerance: float = OVERFULL_TOLERANCE_PT) -> list[tuple[float, str]]:
+    """(points, where) of every overfull box wider than `tolerance` in a pdfTeX log. `where` names the file
+    being read at that moment (found by following TeX's "(file ... )" nesting) and the lines TeX reports."""
+    found, stack = [], []
+    for line in log.splitlines():
+        match = _OVERFULL.match(line)
+        if match:
+            if float(match.group(1)) > tolerance:
+                here = next((f for f in reversed(stack) if f.endswith(".tex")), "main.tex")
+                found.append((float(match.group(1)), f"{here}: {match.group(2)}"))
+            continue
+        i = 0
+        while i < len(line):  # push at "(file", pop at ")": TeX's own record of which file it reads
+            if line[i] == "(":
+                opened = _FILE_OPEN.match(line, i)
+                stack.append(opened.group(1) if opened else "")
+                i = opened.end() if opened else i + 1
+                continue
+            if line[i] == ")" and stack:
+                stack.pop()
+            i += 1
+    return found
 
 
 def registers_tex(ambiguity_dir: Path, scale: str, exclude: tuple[str, ...] = ()) -> str:
@@ -116,6 +161,10 @@ def _cmd_pdf(args) -> int:
                   papers=papers, config_dir=Path(args.config_dir))
     except subprocess.CalledProcessError as exc:
         print(f"optrepro pdf: latexmk failed ({exc.returncode}); see paper/build/{args.scale}/main.log",
+              file=sys.stderr)
+        return 1
+    except OverfullError as exc:
+        print(f"optrepro pdf: the PDF has content wider than the page (limit {OVERFULL_TOLERANCE_PT:g} pt):\n{exc}",
               file=sys.stderr)
         return 1
     return 0

@@ -129,6 +129,11 @@ class Plan:
         return sorted(b["manifest"] for b in self.index.values()
                       if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage))
 
+    def digest(self, paper: str) -> str:
+        """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
+        changes only when the section's runs do."""
+        return hashlib.sha256("\n".join(self.manifests(paper)).encode()).hexdigest()[:12]
+
     def batch_for_manifest(self, manifest: str) -> dict[str, Any]:
         return self._by_manifest()[manifest]
 

@@ -15,9 +15,6 @@
 # To explore interactively: `jupytext --to notebook workflow/notebooks/core.py`.
 
 # %%
-from pathlib import Path
-
-from optrepro.io import read_jsonl
 from optrepro.report import figures, tables
 from optrepro.report.section import Section
 
@@ -38,29 +35,19 @@ for column, label in columns.items():
     summary[label] = [f"{m:.3f} ± {d:.3f}" for m, d in zip(mean, sd)]
 summary = summary.reset_index().rename(columns={"tags.arm": "optimizer"})
 section.write_table("digits.tex", tables.latex_table(
-    summary, caption="Digits MLP: final metrics, mean ± sd over seeds.", label="tab:core-digits", scale=scale))
+    summary, caption="Digits MLP: final metrics, mean ± sd over seeds (runs: how many; diverged: how many of "
+    "them diverged).", label="tab:core-digits", scale=scale), runs=runs)
+for arm, mean in by_arm["final.test.accuracy"].mean().items():
+    section.number(f"{arm}-test-acc", mean, "{:.1%}")
+section.number("runs", len(runs), "{:d}")
 summary
 
 # %% [markdown]
 # ## Learning curves: test accuracy per evaluation, mean over seeds with the min-max band
 
 # %%
-plt = figures.pyplot()
-fig, ax = figures.new_figure(4.5, 2.6)
-for arm, group in runs.groupby("tags.arm"):
-    curves = []
-    for run_dir in group["dir"]:
-        records = [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r["kind"] == "eval"]
-        curves.append([(r["epoch"], r["test/accuracy"]) for r in records])
-    epochs = [e for e, _ in curves[0]]
-    values = [[v for _, v in c] for c in curves]
-    mean = [sum(col) / len(col) for col in zip(*values)]
-    ax.plot(epochs, mean, label=arm)
-    ax.fill_between(epochs, [min(col) for col in zip(*values)], [max(col) for col in zip(*values)], alpha=0.2)
-ax.set_xlabel("epoch")
-ax.set_ylabel("test accuracy")
-ax.legend(frameon=False)
-figures.save_figure(fig, section.path("digits_curves.pdf"), scale)
+figures.curves(runs, "test/accuracy", section.path("digits_curves.pdf"), scale, ylabel="test accuracy (%)",
+               factor=100, xlabel="epoch")
 
 # %% [markdown]
 # ## Verdicts of the registered claims (paper/claims/core.yaml), the register, verdicts.json

@@ -26,6 +26,7 @@ rule paper_report:
     params:
         scale=SCALE,
         title=lambda wc: paper_title(Path("config"), wc.paper),
+        plan=lambda wc: PLAN.digest(wc.paper),
     wildcard_constraints:
         paper="|".join(REPORTED_PAPERS) or "no-paper",
     log:

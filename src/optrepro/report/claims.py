@@ -61,6 +61,12 @@ class Claim:
     published_baseline: str | None = None
     not_testable: str | None = None
     source: str = ""
+    short: str = ""
+
+    @property
+    def summary(self) -> str:
+        """The claim in a few words (the scoreboard's column): `short`, else the statement."""
+        return self.short or self.statement
 
     @property
     def tested_cells(self) -> tuple[str, ...]:
@@ -120,6 +126,7 @@ def parse_claims(data: Any, source: str = "claims", schema_path: Path = CLAIMS_S
         q = c["quantity"]
         claims.append(Claim(
             id=c["id"], paper=c["paper"], statement=c["statement"], source=c.get("source", ""),
+            short=c.get("short", ""),
             quantity=Quantity(metric=q["metric"], split=q["split"], value=q["value"],
                               aggregation=q["aggregation"], points=bool(q.get("points", False))),
             method=c["arms"]["method"], baseline=c["arms"]["baseline"], direction=c["direction"],

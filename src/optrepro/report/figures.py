@@ -1,15 +1,21 @@
-"""Figures: Agg backend, PDF, byte-reproducible, stamped with their scale.
+"""Figures: one style for every paper, Agg backend, PDF, byte-reproducible, stamped with their scale.
 
-A PDF from matplotlib carries its creation date unless SOURCE_DATE_EPOCH is set, and the producer's version;
-`save_figure` drops the date and version metadata and writes atomically, so the same data give the same bytes
-(the report's builds are byte-reproducible). Every figure gets a small "<scale> scale" mark in its corner.
+- Printed size: figures are included at their natural size (`\\paperfigure` in paper/main.tex never scales them),
+  so the fonts set here are the printed fonts. `save_figure` refuses a figure wider than the text or with text
+  smaller than MIN_FONT_PT, naming the offending text.
+- Colours: `colour(name)` gives the same colour to the same optimizer (or arm) in every figure of the report.
+- Spread: `curves` draws the mean over seeds with the band between the lowest and highest seed.
+- Bytes: a PDF from matplotlib carries its creation date unless SOURCE_DATE_EPOCH is set, and the producer's
+  version; `save_figure` drops the date and version metadata and writes atomically, so the same data give the
+  same bytes. Every figure gets a small "<scale> scale" mark in its corner.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -20,6 +26,23 @@ RC = {"pdf.fonttype": 42, "font.family": "DejaVu Sans", "font.size": 8, "axes.ti
       "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
       "figure.dpi": 100, "savefig.dpi": 300, "path.simplify": False, "svg.hashsalt": "optrepro"}
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
+MIN_FONT_PT = 7.0
+TEXT_WIDTH_IN = 6.53  # paper/main.tex: A4 with 2.2 cm margins
+STAMP_FONT_PT = 7.0
+
+# The same optimizer has the same colour in every figure. The optimizers compared most often get the clearest
+# colours; any other name (an arm label, a searched genome) gets one of PALETTE by a stable hash of its name.
+COLOURS = {
+    "adam": "#1f77b4", "sgd": "#7f7f7f", "momentum": "#8c564b", "nag": "#c49c94", "rmsprop": "#9467bd",
+    "adagrad": "#bcbd22", "adadelta": "#dbdb8d", "amsgrad": "#aec7e8", "nadam": "#17becf", "radam": "#9edae5",
+    "adabelief": "#ff9896", "adabound": "#c5b0d5", "amsbound": "#f7b6d2", "lookahead_momentum": "#e377c2",
+    "lookahead_radam": "#393b79", "caadam_additive": "#2ca02c", "caadam_multiplicative": "#98df8a",
+    "caadam_depth": "#637939", "alsals": "#d62728", "adamsls": "#ff7f0e", "adasls": "#ffbb78", "sls": "#843c39",
+    "fuzzy_second_order": "#e7ba52", "published": "#d62728",
+}
+PALETTE = ("#393b79", "#5254a3", "#6b6ecf", "#637939", "#8ca252", "#b5cf6b", "#8c6d31", "#bd9e39", "#e7ba52",
+           "#843c39", "#ad494a", "#d6616b", "#7b4173", "#a55194", "#ce6dbd", "#3182bd", "#e6550d", "#31a354",
+           "#756bb1", "#636363")
 
 
 def pyplot():
@@ -39,10 +62,28 @@ def new_figure(width: float = 3.4, height: float = 2.4, **subplots: Any):
     return fig, ax
 
 
+def colour(name: str) -> str:
+    """The report-wide colour of an optimizer or arm name."""
+    if name in COLOURS:
+        return COLOURS[name]
+    return PALETTE[int(hashlib.sha256(str(name).encode()).hexdigest()[:8], 16) % len(PALETTE)]
+
+
 def stamp(fig, scale: str) -> None:
     """The scale mark in the lower right corner (the caption carries it too)."""
-    fig.text(0.995, 0.005, scale_stamp(scale).strip("[]"), ha="right", va="bottom", fontsize=6,
+    fig.text(0.995, 0.005, scale_stamp(scale).strip("[]"), ha="right", va="bottom", fontsize=STAMP_FONT_PT,
              color="0.45", family="DejaVu Sans")
+
+
+def check_printable(fig) -> None:
+    """Refuse a figure that would print too wide or with text under MIN_FONT_PT (it is never scaled)."""
+    width = fig.get_size_inches()[0]
+    if width > TEXT_WIDTH_IN:
+        raise ValueError(f"figure is {width:.2f} in wide; the text is {TEXT_WIDTH_IN} in (figures print unscaled)")
+    for text in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text")):
+        if text.get_text() and text.get_visible() and text.get_fontsize() < MIN_FONT_PT:
+            raise ValueError(f"figure text {text.get_text()!r} is {text.get_fontsize():g} pt; at least "
+                             f"{MIN_FONT_PT:g} pt is readable in print")
 
 
 def save_figure(fig, path: Path | str, scale: str) -> Path:
@@ -53,6 +94,7 @@ def save_figure(fig, path: Path | str, scale: str) -> Path:
         raise ValueError(f"figures are PDF files; got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp(fig, scale)
+    check_printable(fig)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pdf")
     os.close(fd)
     try:
@@ -90,9 +132,9 @@ def arm_comparison(runs: pd.DataFrame, claim, scale: str, path: Path | str,
         frame = frame[frame["value"].notna()]
     else:
         frame = pd.DataFrame(columns=["tags.arm", claim.cell_key, "value", "status"])
-    fig, ax = new_figure(width=max(2.4, 1.1 * len(cells) + 1.0))
+    fig, ax = new_figure(width=min(max(2.4, 1.1 * len(cells) + 1.0), TEXT_WIDTH_IN))
     order, hue_order = cells, [claim.baseline, claim.method]
-    palette = {claim.baseline: "0.35", claim.method: "#1f77b4"}
+    palette = {arm: colour(arm) for arm in hue_order}
     if not frame.empty:
         ok = frame[frame["status"] == "ok"]
         sns.stripplot(data=ok, x=claim.cell_key, y="value", hue="tags.arm", order=order, hue_order=hue_order,
@@ -110,7 +152,7 @@ def arm_comparison(runs: pd.DataFrame, claim, scale: str, path: Path | str,
             for offset, arm in ((-0.2, claim.published_baseline), (0.2, claim.published_method)):
                 row = find_published(published, claim, cell, arm) if arm else None
                 if row is not None:
-                    ax.plot([i + offset], [row["value"] * factor], marker="D", color="#d62728", markersize=4,
+                    ax.plot([i + offset], [row["value"] * factor], marker="D", color=colour("published"), markersize=4,
                             linestyle="none", label="published" if i == 0 else None)
     ax.set_xlim(-0.5, len(cells) - 0.5)
     ax.set_xticks(range(len(cells)), cells)
@@ -122,4 +164,44 @@ def arm_comparison(runs: pd.DataFrame, claim, scale: str, path: Path | str,
     if handles:
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), frameon=False)
+    return save_figure(fig, path, scale)
+
+
+def curves(runs: pd.DataFrame, key: str, path: Path | str, scale: str, *, hue: str = "tags.arm",
+           x: str = "epoch", xlabel: str = "epoch", ylabel: str | None = None, factor: float = 1.0,
+           logy: bool = False, title: str | None = None, width: float = 4.5, height: float = 2.6,
+           hue_order: Iterable[str] | None = None) -> Path:
+    """One line per `hue` value: the mean over its runs of `key` (a metrics.jsonl field such as
+    "test/accuracy", times `factor`) at each `x`, with the band from the lowest to the highest run. The runs'
+    records are read from their run directories (`dir` column); only `kind: eval` records are used."""
+    from optrepro.io import read_jsonl
+
+    fig, ax = new_figure(width, height)
+    groups = runs.groupby(hue) if not runs.empty else []
+    order = list(hue_order) if hue_order is not None else sorted(k for k, _ in groups)
+    by_name = dict(list(groups)) if not runs.empty else {}
+    for name in order:
+        if name not in by_name:
+            continue
+        series = []
+        for run_dir in by_name[name]["dir"]:
+            points = {r[x]: r[key] * factor for r in read_jsonl(Path(run_dir) / "metrics.jsonl")
+                      if r.get("kind") == "eval" and key in r and r[key] is not None}
+            series.append(points)
+        xs = sorted(set().union(*series)) if series else []
+        if not xs:
+            continue
+        columns = [[s[v] for s in series if v in s] for v in xs]
+        mean = [sum(c) / len(c) for c in columns]
+        ax.plot(xs, mean, color=colour(name), label=f"{name} (n={len(series)})", linewidth=1.2)
+        ax.fill_between(xs, [min(c) for c in columns], [max(c) for c in columns], color=colour(name), alpha=0.2,
+                        linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel or key)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False)
     return save_figure(fig, path, scale)

@@ -126,3 +126,15 @@ def find_published(published: pd.DataFrame, claim, cell: str, arm: str) -> pd.Se
                      & (published["arm"] == arm) & (published["metric"] == q.metric)
                      & (published["split"] == q.split) & (published["statistic"] == q.value)]
     return None if hits.empty else hits.iloc[0]
+
+
+def source_keys(published: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """A short key per distinct source of each paper, in file order ("caadam-1", "caadam-2", ...). Tables print
+    the key beside a published number; the report's appendix lists each key with its full source."""
+    keys: dict[tuple[str, str], str] = {}
+    counts: dict[str, int] = {}
+    for paper, source in zip(published["paper"], published["source"]):
+        if (paper, source) not in keys:
+            counts[paper] = counts.get(paper, 0) + 1
+            keys[(paper, source)] = f"{paper}-{counts[paper]}"
+    return keys

@@ -12,7 +12,8 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from optrepro.io import atomic_write_text
-from optrepro.report.verdicts import NOT_ASSESSED, NOT_RUN, NOT_TESTABLE, SCALES, Verdict
+from optrepro.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_ASSESSED, NOT_RUN, NOT_TESTABLE, REPLICATED,
+                                      SCALES, Verdict)
 
 DASH = "--"
 # the only verdicts a smoke-scale table may show
@@ -42,42 +43,103 @@ def scale_stamp(scale: str) -> str:
     return f"[{scale} scale]"
 
 
+# A text column whose longest cell is longer than this wraps (an X column of tabularx); shorter ones stay `l`.
+WRAP_CHARS = 18
+_BREAK = "\x00"  # marks a place where a long token (a path, an id) may break; becomes \allowbreak{}
+_BREAK_AFTER = "/_.@:=,"
+_BREAK_BEFORE = "(["
+
+
+def _breakable(text: str) -> str:
+    """Escaped text in which long tokens may break after / _ . @ : = , and before ( [ (paths, run ids,
+    hyperparameters, calls such as RandomResizedCrop(300))."""
+    text = str(text)
+    marked = "".join(ch + _BREAK if ch in _BREAK_AFTER and not (ch == "." and text[i + 1:i + 2].isdigit())
+                     else _BREAK + ch if ch in _BREAK_BEFORE else ch
+                     for i, ch in enumerate(text))
+    return latex_escape(marked).replace(_BREAK, "\\allowbreak{}")
+
+
+def _cell(value, precision: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{precision}f}"
+    return str(value)
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
 def latex_table(frame: pd.DataFrame, *, caption: str, label: str, scale: str, column_format: str | None = None,
-                precision: int = 3, index: bool = False, font_size: str | None = None,
-                escape: bool = True, longtable: bool = False) -> str:
-    """A booktabs table (table float, caption ending with the scale stamp), every text escaped.
+                precision: int = 3, index: bool = False, font_size: str | None = "small",
+                escape: bool = True, wrap: Iterable[str] | None = None, raw: Iterable[str] = (),
+                landscape: bool = False) -> str:
+    """A booktabs table that fits the text width, every text escaped, its caption ending with the scale stamp.
+
+    Numbers are right-aligned; a text column whose longest cell exceeds WRAP_CHARS (or that `wrap` names) is a
+    wrapped, ragged-right X column, and long tokens in it may break after / _ . @ : = ,. The table is an
+    xltabular (a longtable with X columns): it breaks across pages and repeats its head there. `landscape=True`
+    sets it on landscape pages, for the rare table that cannot fit otherwise. The report's build fails on any
+    overfull box (optrepro.paper), so a table that still does not fit is named there.
 
     At smoke scale a column named "verdict" may only hold the verdicts that say nothing (not assessed (smoke),
-    not run, not testable): smoke runs never put a conclusion in print. escape=False is for cells the caller
-    wrote as LaTeX itself; headers and caption are always escaped."""
+    not run, not testable): smoke runs never put a conclusion in print. Cells of the columns in `raw` (all cells
+    with escape=False) are LaTeX the caller wrote itself; headers and caption are always escaped."""
     stamp = scale_stamp(scale)
     if scale == "smoke" and "verdict" in frame.columns:
-        bad = [v for v in frame["verdict"] if not any(str(v).startswith(s) for s in SMOKE_VERDICTS)]
+        bad = [v for v in frame["verdict"] if not any(s in str(v) for s in SMOKE_VERDICTS)]
         if bad:
             raise ValueError(f"a smoke-scale table may not print the verdict {bad[0]!r}; valid at smoke scale: "
                              f"{', '.join(SMOKE_VERDICTS)}")
-    if escape:
-        frame = frame.map(lambda v: latex_escape(v) if isinstance(v, str) else v)
-        if index:
-            frame.index = [latex_escape(i) for i in frame.index]
-    frame = frame.set_axis([latex_escape(c) for c in frame.columns], axis=1)
-    styler = frame.style.format(precision=precision, na_rep=DASH)
     if index:
-        styler = styler.hide(names=True, axis=0)
+        frame = frame.reset_index()
+    wrap = set(wrap or ())
+    unknown_cols = sorted(wrap - set(frame.columns))
+    if unknown_cols:
+        from optrepro.registry import unknown
+
+        raise unknown("column to wrap", unknown_cols[0], frame.columns)
+    columns = list(frame.columns)
+    text = {c: [_cell(v, precision) for v in frame[c]] for c in columns}
+    wrapped = [c for c in columns if c in wrap or (not _is_numeric(frame[c])
+                                                    and max((len(v) for v in text[c]), default=0) > WRAP_CHARS)]
+    if column_format is None:
+        column_format = "".join(">{\\raggedright\\arraybackslash}X" if c in wrapped
+                                else ("r" if _is_numeric(frame[c]) else "l") for c in columns)
+
+    raw = set(raw)
+
+    def fmt(c: str, v: str) -> str:
+        if not escape or c in raw:
+            return v
+        return _breakable(v) if c in wrapped else latex_escape(v)
+
+    header = " & ".join(_breakable(c) if c in wrapped else latex_escape(c) for c in columns) + " \\\\"
+    # rows of wrapped text get a little air between them, so a reader sees where one row ends
+    row_end = " \\\\ \\addlinespace" if wrapped else " \\\\"
+    body = "\n".join(" & ".join(fmt(c, text[c][i]) for c in columns) + row_end for i in range(len(frame)))
+    n = len(columns)
+    # X columns need xltabular (tabularx's widths in a longtable); without them a plain longtable, centred
+    if "X" in column_format:
+        begin, end = f"\\begin{{xltabular}}{{\\linewidth}}{{{column_format}}}", "\\end{xltabular}"
     else:
-        styler = styler.hide(axis=0)
+        begin, end = f"\\begin{{longtable}}{{{column_format}}}", "\\end{longtable}"
     caption = f"{latex_escape(caption)} {latex_escape(stamp)}"
-    if longtable:  # may break across pages (long registers); no float, so the font size wraps it in a group
-        body = styler.to_latex(hrules=True, column_format=column_format, environment="longtable",
-                               caption=caption, label=label)
-        if font_size:
-            body = f"{{\\{font_size}\n{body}}}\n"
-    else:
-        body = styler.to_latex(hrules=True, column_format=column_format, position_float="centering",
-                               caption=caption, label=label)
-        if font_size:
-            body = body.replace("\\centering\n", f"\\centering\n\\{font_size}\n", 1)
-    return f"% generated by optrepro.report; scale: {scale}\n{body}"
+    lines = [f"% generated by optrepro.report; scale: {scale}",
+             "\\begingroup" + (f"\\{font_size}" if font_size else ""),
+             begin,
+             f"\\caption{{{caption}}}\\label{{{label}}} \\\\",
+             "\\toprule", header, "\\midrule", "\\endfirsthead",
+             f"\\multicolumn{{{n}}}{{l}}{{\\emph{{(continued)}}}} \\\\", "\\toprule", header, "\\midrule",
+             "\\endhead", "\\bottomrule", "\\endlastfoot", body, end, "\\endgroup"]
+    out = "\n".join(lines) + "\n"
+    if landscape:
+        out = f"\\begin{{landscape}}\n{out}\\end{{landscape}}\n"
+    return out
 
 
 def write_table(text: str, path: Path | str) -> Path:
@@ -134,13 +196,34 @@ def verdict_rows(verdicts: Iterable[Verdict], claims, scale: str) -> pd.DataFram
     return pd.DataFrame(rows, columns=["claim", "cell", "published", "ours", "effect", "interval", "verdict"])
 
 
+# The mark of each verdict state, a macro of paper/main.tex (a coloured symbol), printed before the words.
+VERDICT_MARKS = {REPLICATED: "\\VReplicated", CONTRADICTED: "\\VContradicted", INCONCLUSIVE: "\\VInconclusive",
+                 NOT_TESTABLE: "\\VNotTestable", NOT_RUN: "\\VNotRun", "not assessed": "\\VNotAssessed"}
+
+
+def verdict_cell(label: str) -> str:
+    """LaTeX for a verdict: its coloured mark, then the verdict in words (a label such as
+    "not assessed (n = 3 < 5 seeds)" takes the mark of its state)."""
+    for state, mark in VERDICT_MARKS.items():
+        if label.startswith(state):
+            return f"{mark}{{}} {latex_escape(label)}"
+    from optrepro.registry import unknown
+
+    raise unknown("verdict", label, VERDICT_MARKS)
+
+
 def verdict_table(verdicts: Iterable[Verdict], claims, scale: str, *, caption: str, label: str) -> str:
+    """Claim, cell, published effect, our effect (n, design), Hedges' g and relative change, the interval
+    (adjusted; the smallest detectable effect when inconclusive), the verdict marked and in words."""
     frame = verdict_rows(list(verdicts), claims, scale)
     for v in frame["verdict"]:
         if scale == "smoke" and not any(v.startswith(s) for s in SMOKE_VERDICTS):
             raise ValueError(f"verdict {v!r} at smoke scale: the verdict engine must say not assessed")
-    return latex_table(frame, caption=caption, label=label, scale=scale, column_format="llllllp{3cm}",
-                       font_size="small")
+    frame["verdict"] = [verdict_cell(v) for v in frame["verdict"]]
+    caption += (" Effects are method minus baseline (pp: percentage points); n: seeds; paired or Welch: the test's "
+                "design; g: Hedges' g; SDE: smallest detectable effect.")
+    return latex_table(frame, caption=caption, label=label, scale=scale, raw=["verdict"],
+                       wrap=["claim", "verdict"])
 
 
 # --- published beside ours, per arm ----------------------------------------------------------------------
@@ -155,7 +238,7 @@ def _mean_sd(mean: float, sd: float | None, n: int | None, factor: float, digits
 def arm_rows(claim, runs: pd.DataFrame, published: pd.DataFrame | None, scale: str) -> pd.DataFrame:
     """Per cell and arm: the published value (mean +- sd, n, tier) beside ours (mean +- sd over usable seeds,
     diverged and failed counts). At smoke scale "ours" stays empty; the counts still show the code ran."""
-    from optrepro.report.published import find_published
+    from optrepro.report.published import find_published, source_keys
 
     factor = 100.0 if claim.quantity.points else 1.0
     digits = 2 if claim.quantity.points else 4
@@ -184,7 +267,8 @@ def arm_rows(claim, runs: pd.DataFrame, published: pd.DataFrame | None, scale: s
             rows.append({"cell": cell, "arm": arm,
                          "published": (_mean_sd(pub["value"], pub["sd"], pub["n"], factor, digits)
                                        if pub is not None else DASH),
-                         "tier": pub["tier"] if pub is not None else DASH, "ours": ours,
+                         "tier": (f"{pub['tier']}, {source_keys(published)[(pub['paper'], pub['source'])]}"
+                                  if pub is not None else DASH), "ours": ours,
                          "runs": ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"})
     return pd.DataFrame(rows, columns=["cell", "arm", "published", "tier", "ours", "runs"])
 
@@ -192,6 +276,8 @@ def arm_rows(claim, runs: pd.DataFrame, published: pd.DataFrame | None, scale: s
 def arm_table(claim, runs: pd.DataFrame, published: pd.DataFrame | None, scale: str, *, caption: str,
               label: str) -> str:
     frame = arm_rows(claim, runs, published, scale)
+    caption += (" Mean ± sd over runs (n); tier and source key of each published number (Appendix "
+                "\"Sources of published numbers\"); runs: our runs by status.")
     return latex_table(frame, caption=caption, label=label, scale=scale)
 
 
@@ -211,8 +297,5 @@ def ambiguity_table(entries: Iterable[Mapping[str, object]], scale: str, *, capt
              "ablation": e["ablation"] if e["ablation"] else "none", "effect": effects.get(e["id"], DASH)}
             for e in entries]
     frame = pd.DataFrame(rows, columns=["point", "reading", "alternative", "ablation", "effect"])
-    return latex_table(frame, caption=caption, label=label, scale=scale,
-                       column_format="".join(f">{{\\raggedright\\arraybackslash}}p{{{w}}}"
-                                             for w in ("3.4cm", "3.6cm", "3.4cm", "2.4cm", "1.6cm")),
-                       font_size="footnotesize",
-                       longtable=True)
+    return latex_table(frame, caption=caption, label=label, scale=scale, font_size="footnotesize",
+                       wrap=["point", "reading", "alternative", "ablation"])
