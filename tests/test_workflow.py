@@ -239,6 +239,13 @@ def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_pa
         proc.stderr
 
 
+def test_smoke_build_logs_no_overfull_box(smoke_dag):
+    from optrepro.paper import overfull_boxes
+
+    log = (smoke_dag / "paper/build/smoke/main.log").read_text(errors="replace")
+    assert "Overfull" not in log or overfull_boxes(log) == []  # at most boxes within the 1 pt tolerance
+
+
 def test_overfull_boxes_are_attributed_to_the_file_being_read():
     from optrepro.paper import overfull_boxes
 
