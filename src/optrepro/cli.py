@@ -58,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["optimizers", "problems", "schedules", "controllers"])
     lst.set_defaults(func=_cmd_list)
 
-    from optrepro import paper, workflow
+    from optrepro import paper, tune, workflow
     from optrepro.data import commands as data_commands
 
-    for module in (workflow, paper, data_commands):
+    for module in (workflow, paper, tune, data_commands):
         module.add_commands(sub)
     return parser
 

@@ -173,9 +173,19 @@ def _hparams_from(template: Mapping[str, Any], dependency: Any) -> dict:
     return make_spec(**{**t, "hparams": {**t.get("hparams", {}), **dependency["hparams"]}})
 
 
+def get_resolver(name: str) -> Callable[[Mapping[str, Any], Any], dict]:
+    """A resolver by name. "<planner>.<name>" is a planner's own resolver: its module, optrepro.planners.<planner>,
+    is imported on first use (a batch job resolves deferred specs without having planned them)."""
+    if name not in RESOLVERS and "." in name:
+        import importlib
+
+        importlib.import_module(f"optrepro.planners.{name.split('.')[0]}")
+    return RESOLVERS.get(name)
+
+
 def resolve_deferred(entry: Mapping[str, Any]) -> dict[str, Any]:
     dependency = json.loads(Path(entry["depends_on"]).read_text())
-    spec = RESOLVERS.get(entry["resolver"])(entry["template"], dependency)
+    spec = get_resolver(entry["resolver"])(entry["template"], dependency)
     spec["tags"] = {**spec.get("tags", {}), **entry.get("tags", {})}
     return spec
 

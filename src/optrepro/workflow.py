@@ -26,7 +26,7 @@ from optrepro import problems
 from optrepro.planners import get_planner
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-ALL_PAPERS = "all"
+ALL = "all"  # `papers: all`, `problems: all`
 DEFAULT_ORDER = 50  # a paper config's `order:` when it has none: sections are typeset in increasing order
 
 
@@ -66,8 +66,8 @@ def enabled_papers(config: Mapping[str, Any], config_dir: Path) -> list[str]:
     """The papers a run covers: `papers: all` (the default) means every config/papers/*.yaml in its order;
     a list is taken in its own order. Unknown names are refused with the valid choices."""
     choices = available_papers(config_dir)
-    papers = config.get("papers", ALL_PAPERS)
-    if papers == ALL_PAPERS:
+    papers = config.get("papers", ALL)
+    if papers == ALL:
         return choices
     for paper in papers:
         if paper not in choices:
@@ -125,9 +125,10 @@ class Plan:
     root: Path  # <results>/plans/<hash>
     index: dict[str, dict[str, Any]]
 
-    def manifests(self, paper: str | None = None, stage: str | None = None) -> list[str]:
+    def manifests(self, paper: str | None = None, stage: str | None = None, problem: str | None = None) -> list[str]:
         return sorted(b["manifest"] for b in self.index.values()
-                      if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage))
+                      if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage)
+                      and (problem is None or b["problem"] == problem))
 
     def digest(self, paper: str) -> str:
         """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
@@ -186,6 +187,11 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
         planner = get_planner(pconfig.get("planner", "grid"))
         entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
                        for e in planner(pconfig, scale, config))
+    problems_wanted = config.get("problems", ALL)
+    if problems_wanted != ALL:  # only these problems, e.g. the ones a CPU can run at full scale
+        for name in problems_wanted:
+            problems.info(name)  # an unknown name is refused with the valid ones
+        entries = [e for e in entries if (e["template"] if e.get("deferred") else e)["problem"] in problems_wanted]
     unique = planmod.unique_entries(entries)
     results_dir = f"{config.get('results_dir', 'results')}/{scale}"
     batches = group_batches(unique, scale, results_dir, float(config["batch_target_s"][scale]),
@@ -245,6 +251,13 @@ def _prune_plans(plans: Path, keep: Path, kept: int = 3) -> None:
                  key=lambda p: p.stat().st_mtime, reverse=True)
     for stale in old[kept - 1:]:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def plan_manifests(plan_root: Path, paper: str, stage: str | None = None, problem: str | None = None) -> list[str]:
+    """The manifests of a written plan's batches of `paper` (and `stage`, `problem` when given)."""
+    index = json.loads((Path(plan_root) / "index.json").read_text())
+    return sorted(b["manifest"] for b in index.values() if b["paper"] == paper
+                  and (stage is None or b["stage"] == stage) and (problem is None or b["problem"] == problem))
 
 
 def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""The Crowded Valley study (Schmidt, Schneider & Hennig, ICML 2021): optimizers x problems x schedules x budgets.
+
+Per (problem, optimizer, schedule) cell of a grid, three stages:
+
+    oneshot   the optimizer's one-shot defaults, one run per seed of `seeds.oneshot` (42-51)
+    tune      the first max(budget) samples of the committed random-search sequence (optrepro.tune), seed
+              `seeds.tune` (42); a budget of n is the first n of these runs, so budgets are nested prefixes
+    rerun     per budget, the winner of its first n tuning runs (by final validation metric) re-run with every
+              seed of `seeds.rerun` (43-51): deferred specs, resolved from the problem's selection file
+
+The selection file of a problem (`<results>/valley/select/<problem>.json`) is written by the `valley_select` job
+of workflow/rules/crowded_valley.smk, from the tune stage's runs, with torch-free code (optrepro.tune.select).
+Two study versions are selectable: `v1` (arXiv v1: 14 optimizers, budgets small 25 / large 50, momentum-type
+hyperparameters log-uniform) and `icml` (ICML 2021: 15 optimizers with AdaBelief, budgets 25 / 50 / 75, 1 - mu
+log-uniform). The tuning spaces are the optimizer registry's, per version.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from optrepro import optim
+from optrepro import plan as planmod
+from optrepro.planners import register_planner
+from optrepro.planners.grid import device_for
+from optrepro.registry import check_keys, unknown
+
+PAPER_OPTIMIZERS = ("sgd", "momentum", "nag", "adam", "amsgrad", "nadam", "radam", "adabelief", "adabound",
+                    "amsbound", "adadelta", "adagrad", "rmsprop", "lookahead_momentum", "lookahead_radam")
+VERSIONS = {
+    "v1": {"budgets": {"small": 25, "large": 50}, "optimizers": tuple(o for o in PAPER_OPTIMIZERS if o != "adabelief")},
+    "icml": {"budgets": {"small": 25, "medium": 50, "large": 75}, "optimizers": PAPER_OPTIMIZERS},
+}
+# The study's schedule folder names -> the schedule registry (DeepOBS applies the factor per epoch, 1 at epoch 0).
+SCHEDULES = {"none": {"name": "constant"}, "cosine": {"name": "cosine", "unit": "epoch"},
+             "cosine_wr": {"name": "cosine_wr"}, "ltr": {"name": "trapezoid"}}
+# Problems scored by loss (quadratic and the VAEs); the others by accuracy (DeepOBS).
+LOSS_SCORED = ("quadratic_deep", "mnist_vae", "fmnist_vae")
+ONESHOT = "oneshot"
+GRID_KEYS = {"problems", "optimizers", "schedules", "budgets"}
+
+
+def scored_by(problem: str) -> tuple[str, bool]:
+    """(metric, higher is better) of a DeepOBS problem."""
+    return ("loss", False) if problem in LOSS_SCORED else ("accuracy", True)
+
+
+def selection_file(results_dir: str, problem: str) -> str:
+    return f"{results_dir}/valley/select/{problem}.json"
+
+
+def _version(pconfig: Mapping[str, Any]) -> dict[str, Any]:
+    version = pconfig.get("version", "icml")
+    if version not in VERSIONS:
+        raise unknown("Crowded Valley study version", version, VERSIONS)
+    return {**VERSIONS[version], "name": version}
+
+
+def budgets_of(pconfig: Mapping[str, Any]) -> dict[str, int]:
+    """The version's budgets, as overridden by the config's `budgets:` (e.g. a tiny one at smoke scale)."""
+    return dict(pconfig.get("budgets") or _version(pconfig)["budgets"])
+
+
+def _grid_axes(grid: Mapping[str, Any], version: Mapping[str, Any], budgets: Mapping[str, int]):
+    check_keys("Crowded Valley grid key", grid, GRID_KEYS)
+    optimizers = version["optimizers"] if grid.get("optimizers", "all") == "all" else tuple(grid["optimizers"])
+    for o in optimizers:
+        if o not in version["optimizers"]:
+            raise unknown(f"optimizer of the {version['name']} study", o, version["optimizers"])
+    schedules = tuple(grid.get("schedules", SCHEDULES))
+    for s in schedules:
+        if s not in SCHEDULES:
+            raise unknown("Crowded Valley schedule", s, SCHEDULES)
+    wanted = tuple(grid.get("budgets", (ONESHOT, *budgets)))
+    for b in wanted:
+        if b != ONESHOT and b not in budgets:
+            raise unknown("budget", b, (ONESHOT, *budgets))
+    return tuple(grid["problems"]), optimizers, schedules, wanted
+
+
+@register_planner("crowded_valley")
+def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list:
+    from optrepro import tune
+
+    version = _version(pconfig)
+    budgets = budgets_of(pconfig)
+    seeds = pconfig["seeds"]
+    results_dir = f"{global_config.get('results_dir', 'results')}/{scale}"
+    paper = pconfig["paper"]
+    entries: dict[str, Any] = {}  # by a key of what is computed: grids may overlap
+
+    def add(key, entry):
+        entries.setdefault(key, entry)
+
+    for grid in pconfig["grids"]:
+        problems, optimizers, schedules, wanted = _grid_axes(grid, version, budgets)
+        n_tune = max((budgets[b] for b in wanted if b != ONESHOT), default=0)
+        for problem in problems:
+            device = device_for(problem, scale, global_config)
+            common = dict(paper=paper, problem=problem, scale=scale, device=device)
+            for name in optimizers:
+                space = optim.registry.search_space(name, version["name"])
+                sampled = tune.samples(space, n_tune)
+                for schedule in schedules:
+                    base_tags = {"arm": name, "schedule": schedule, "version": version["name"]}
+                    if ONESHOT in wanted:
+                        for seed in seeds["oneshot"]:
+                            add(("oneshot", problem, name, schedule, seed), planmod.make_spec(
+                                **common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
+                                tags={**base_tags, "stage": ONESHOT, "budget": ONESHOT, "seed": seed}))
+                    for i, hparams in enumerate(sampled):
+                        add(("tune", problem, name, schedule, i), planmod.make_spec(
+                            **common, optimizer=name, hparams=hparams, schedule=SCHEDULES[schedule],
+                            seed=seeds["tune"], tags={**base_tags, "stage": "tune", "sample": i,
+                                                      "seed": seeds["tune"]}))
+                    for budget in (b for b in wanted if b != ONESHOT):
+                        for seed in seeds["rerun"]:
+                            template = dict(**common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
+                                            tags={**base_tags, "stage": "rerun", "budget": budget, "seed": seed})
+                            key = f"{paper}/{problem}/{name}/{schedule}/{budget}/seed{seed}"
+                            add(("rerun", key), planmod.DeferredSpec(
+                                key=key, template=template, depends_on=selection_file(results_dir, problem),
+                                resolver="crowded_valley.winner", tags=template["tags"]))
+    return list(entries.values())
+
+
+@planmod.register_resolver("crowded_valley.winner")
+def valley_winner(template: Mapping[str, Any], selection: Mapping[str, Any]) -> dict:
+    """The template filled with the winner of its (optimizer, schedule, budget) in the problem's selection file."""
+    tags = template["tags"]
+    key = cell_key(template["optimizer"], tags["schedule"], tags["budget"])
+    if key not in selection["winners"]:
+        raise unknown(f"tuning cell of {template['problem']}'s selection file", key, selection["winners"])
+    winner = selection["winners"][key]
+    return planmod.make_spec(**{**template, "hparams": winner["hparams"],
+                                "tags": {**tags, "sample": winner["sample"]}})
+
+
+def cell_key(optimizer: str, schedule: str, budget: str) -> str:
+    return f"{optimizer}/{schedule}/{budget}"
