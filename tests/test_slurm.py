@@ -73,7 +73,7 @@ def test_slurm_jobs_ask_for_more_memory_on_each_attempt(tmp_path):
 
 # --- a real cluster (opt-in: pytest -m slurm) ---------------------------------------------------------
 
-SLICE = ["--until", "run_batch", "ambiguity_registers"]  # the batch jobs and one report rule, which runs locally
+SLICE = ["--until", "run_batch", "paper_report"]  # the batch jobs and the section's report job, which runs locally
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: ([^)]*)\)")
 
 
@@ -164,8 +164,7 @@ def test_the_batch_jobs_ran_as_slurm_jobs(slurm_slice):
 
 
 @pytest.mark.slurm
-@pytest.mark.xfail(strict=True, reason="report rules are not yet marked `localrule: True` in workflow/rules")
 def test_report_rules_run_on_the_submitting_host(slurm_slice):
     local, cluster, submitted = slurm_slice
-    assert (cluster / "paper" / "tables" / "smoke" / "ambiguity.tex").is_file()
-    assert [log for job, log in submitted if "rule_ambiguity_registers" in log.parts] == []
+    assert (cluster / "paper" / "generated" / "smoke" / "core" / "verdicts.json").is_file()
+    assert [log for job, log in submitted if "rule_paper_report" in log.parts] == []

@@ -19,6 +19,7 @@ def _paper_report_inputs(wildcards):
 
 
 rule paper_report:
+    localrule: True
     input:
         unpack(_paper_report_inputs),
     output:
@@ -38,6 +39,7 @@ rule paper_report:
 
 
 rule report_pdf:
+    localrule: True
     output:
         REPORT_PDF,
     input:

@@ -16,7 +16,8 @@ rule run_batch:
         batch="[^/]+",
     threads: THREADS
     resources:
-        gpu_slots=lambda wc: 1 if batch_info(wc)["gpu"] else 0,
+        gpu_slots=lambda wc: 1 if batch_info(wc)["gpu"] else 0,  # local: runs sharing one GPU (profiles/default)
+        gpu=lambda wc: 1 if batch_info(wc)["gpu"] else 0,  # SLURM: a GPU for GPU problems only
         runtime=lambda wc: max(10, int(2 * batch_info(wc)["cost_s"] / 60)),
     shell:
         "OPTREPRO_DATA={DATA:q} HF_HUB_OFFLINE=1 optrepro run --plan {PLAN_CURRENT} --batch {wildcards.paper}/{wildcards.problem}/{wildcards.batch}"
