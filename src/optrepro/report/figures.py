@@ -77,7 +77,8 @@ def stamp(fig, scale: str) -> None:
 
 def check_printable(fig) -> None:
     """Refuse a figure that would print too wide or with text under MIN_FONT_PT (it is never scaled)."""
-    width = fig.get_size_inches()[0]
+    fig.canvas.draw()  # the saved size is the tight bounding box (labels may reach past the figure's edges)
+    width = max(fig.get_size_inches()[0], fig.get_tightbbox(fig.canvas.get_renderer()).width)
     if width > TEXT_WIDTH_IN:
         raise ValueError(f"figure is {width:.2f} in wide; the text is {TEXT_WIDTH_IN} in (figures print unscaled)")
     for text in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text")):

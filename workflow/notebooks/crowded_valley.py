@@ -1,0 +1,139 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Descending through a Crowded Valley
+#
+# Run by the generic `paper_report` rule. The runs are the study's three stages (one-shot, tuning, re-runs of
+# each budget's winner); `optrepro.report.valley` scores them as DeepOBS does (final test metric; a diverged
+# run counts with its epoch-0 value) and groups them into settings: an optimizer one-shot, or tuned with a budget.
+
+# %%
+import numpy as np
+import pandas as pd
+
+from optrepro.planners.crowded_valley import ONESHOT, scored_by
+from optrepro.report import figures, tables, valley
+from optrepro.report.section import Section
+
+section = Section.from_snakemake(snakemake)  # noqa: F821 (injected by Snakemake)
+scale = section.scale
+frame = valley.valley_frame(section.runs)
+perf = valley.performance(frame)
+problems = sorted(set(frame["problem"]), key=lambda p: (p != "quadratic_deep", p))  # the real CPU slice first
+section.number("runs", len(section.runs), "{:,d}")
+section.number("settings", len(perf), "{:,d}")
+section.number("problems", len(problems), "{:d}")
+diverged = int((section.runs["status"] == "diverged").sum()) if len(section.runs) else 0
+section.number("diverged", diverged, "{:,d}")
+
+# %% [markdown]
+# ## Performance per problem, budget and schedule (mean and sd over seeds; the independent seeds beside)
+
+# %%
+def fmt(mean, sd, points):
+    factor = 100 if points else 1
+    digits = 2 if points else 3
+    return DASH if pd.isna(mean) else (f"{mean * factor:.{digits}f}" + ("" if pd.isna(sd) else
+                                                                        f" ± {sd * factor:.{digits}f}"))
+
+
+DASH = tables.DASH
+parts = []
+for problem in problems:
+    metric, higher = scored_by(problem)
+    cell = perf[perf["problem"] == problem]
+    rows = []
+    for (schedule, budget), group in cell.groupby(["schedule", "budget"], sort=False):
+        for _, r in group.sort_values("mean", ascending=not higher).iterrows():
+            rows.append({"schedule": schedule, "budget": budget, "optimizer": r["optimizer"],
+                         f"test {metric}": fmt(r["mean"], r["sd"], higher), "n": int(r["n"]),
+                         "independent seeds": fmt(r["mean_independent"], np.nan, higher)
+                         + f" (n={int(r['n_independent'])})", "diverged": int(r["diverged"])})
+    unit = " (%)" if higher else ""
+    name = f"perf_{problem}.tex"
+    section.write_table(name, tables.latex_table(
+        pd.DataFrame(rows), caption=f"{problem}: final test {metric}{unit} per schedule, budget and optimizer, "
+        "best first; mean ± sd over seeds (n); independent seeds: the re-runs alone, without the seed the winner "
+        "was selected on; diverged: runs scored at their epoch-0 value, as DeepOBS pads them.",
+        label=f"tab:valley-perf-{problem}", scale=scale, font_size="footnotesize"),
+        runs=section.runs[section.runs["problem"] == problem])
+    parts.append(f"\\gentable{{{name}}}")
+
+# %% [markdown]
+# ## One-shot vs tuned: the study's heat map, and the improvement over one-shot Adam
+
+# %%
+for problem in problems:
+    matrix = valley.switch_gain(perf, problem, "none", "small")
+    if matrix.empty:
+        continue
+    metric, higher = scored_by(problem)
+    fig, ax = figures.new_figure(5.6, 4.8)
+    data = matrix.to_numpy() * (100 if higher else 1)
+    limit = np.nanmax(np.abs(data)) or 1.0
+    image = ax.imshow(data, cmap="RdBu", vmin=-limit, vmax=limit)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=90)
+    ax.set_yticks(range(len(matrix.index)), matrix.index)
+    ax.set_xlabel("tuned (small budget), constant schedule")
+    ax.set_ylabel("one-shot")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label(f"gain in test {metric}" + (" (pp)" if higher else ""))
+    figures.save_figure(fig, section.path(f"heatmap_{problem}.pdf"), scale)
+    parts.append(f"\\paperfigure{{heatmap_{problem}.pdf}}{{{tables.latex_escape(problem)}: the gain from switching from the row "
+                 "optimizer at its one-shot defaults to the column optimizer tuned with the small budget "
+                 "(constant schedule); positive is better. The diagonal is the gain from tuning one optimizer.}")
+
+BUDGET_COLOURS = {ONESHOT: "0.6", "small": "#1f77b4", "medium": "#ff7f0e", "large": "#2ca02c"}
+for problem in problems:
+    gains = valley.improvement_over_adam(perf, problem)
+    gains = gains[gains["schedule"] == "none"]
+    if gains["optimizer"].nunique() < 2 or gains["improvement"].isna().all():
+        continue  # one optimizer: nothing to compare with Adam
+    metric, higher = scored_by(problem)
+    budgets = list(dict.fromkeys(gains["budget"]))
+    order = list(gains[gains["budget"] == ONESHOT].sort_values("optimizer")["optimizer"]) or sorted(
+        set(gains["optimizer"]))
+    fig, ax = figures.new_figure(5.8, 2.8)
+    width = 0.8 / len(budgets)
+    for k, budget in enumerate(budgets):
+        values = gains[gains["budget"] == budget].set_index("optimizer")["improvement"].reindex(order)
+        ax.bar(np.arange(len(order)) + k * width, values * (100 if higher else 1), width=width, label=budget,
+               color=BUDGET_COLOURS.get(budget, "0.5"))
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    ax.set_xticks(np.arange(len(order)) + 0.4 - width / 2, order, rotation=90)
+    ax.set_ylabel("vs one-shot Adam " + ("(pp)" if higher else "(relative)"))
+    ax.legend(frameon=False, ncol=len(budgets))
+    figures.save_figure(fig, section.path(f"vs_adam_{problem}.pdf"), scale)
+    parts.append(f"\\paperfigure{{vs_adam_{problem}.pdf}}{{{tables.latex_escape(problem)}: each optimizer's mean final test {metric} "
+                 "relative to one-shot Adam, per budget (constant schedule); positive is better"
+                 + (" (percentage points)." if higher else " (relative loss reduction).") + "}")
+
+section.write_table("results.tex", "\n".join(parts) + "\n")
+
+# %% [markdown]
+# ## Registered claims, judged on the settings (arms are "<optimizer>:<budget>") of the problems that ran
+
+# %%
+from dataclasses import replace  # noqa: E402
+
+from optrepro.report.claims import ClaimSet  # noqa: E402
+from optrepro.report.verdicts import judge_all  # noqa: E402
+
+claim_runs = frame.rename(columns={"value": "final.test.value"}).assign(
+    scale=scale, **{"tags.schedule": frame["schedule"]})
+# A claim is judged on the cells (problems) that ran at this scale; a claim none of whose problems ran keeps its
+# cells and reads "not run". The section lists the problems left out.
+ran = set(problems)
+section.claims = ClaimSet(families=section.claims.families, claims=tuple(
+    replace(c, cells=tuple(p for p in c.cells if p in ran)) if ran & set(c.cells) else c for c in section.claims))
+not_run = sorted({p for c in section.claims for p in c.cells} - ran)
+section.number("problems-not-run", len(not_run), "{:d}")
+verdicts = judge_all(section.claims, claim_runs, section.published, scale)
+section.finish(verdicts)
