@@ -307,3 +307,10 @@ def test_fetch_refuses_bad_paths_and_commits():
         pr.raw_source(["results_main/oneshot/none/README.md"], COMMIT)
     with pytest.raises(ValueError, match="seed"):
         pr.record_from_raw({**json.loads(raw_file(42)), "random_seed": 7}, path=PATHS[0], commit=COMMIT)
+
+
+def test_fetch_published_command_refuses_bad_input_before_downloading(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "optrepro.cli", "data", "fetch-published", "abc", PATHS[0],
+                          "--root", str(tmp_path)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "40 lowercase hex" in bad.stderr
+    assert not any(tmp_path.iterdir())

@@ -240,7 +240,7 @@ def raw_source(paths: Iterable[str], commit: str, repo: str = CROWDED_VALLEY_REP
                   files=tuple(files), prepare=None, kind="weights")
 
 
-def fetch_runs(paths: Iterable[str], commit: str, *, cache: str | Path = "data", root: str | Path = DEFAULT_ROOT,
+def fetch_runs(paths: Iterable[str], commit: str, *, cache: str | Path = "data", root: str | Path | None = None,
                study: str = "crowded_valley", repo: str = CROWDED_VALLEY_REPO, base_url: str = RAW_URL,
                retries: int = 3, backoff_s: float = 2.0) -> list[Path]:
     """Download the results files `paths` at `commit` (verified, cached under `cache`) and add them to the
@@ -248,6 +248,7 @@ def fetch_runs(paths: Iterable[str], commit: str, *, cache: str | Path = "data",
     from optrepro.data.download import ensure_files, raw_dir
 
     paths = list(paths)
+    root = DEFAULT_ROOT if root is None else root
     source = raw_source(paths, commit, repo, base_url=base_url)
     ensure_files(source, cache, retries=retries, backoff_s=backoff_s)
     records = []
