@@ -34,10 +34,10 @@ def test_fidelity_and_raw_results_import_without_torch():
 
 
 def test_every_stored_run_is_traced_to_a_file_at_a_commit():
-    assert len(QUADRATIC) >= 53
+    assert len(QUADRATIC) >= 54
     cells = {(r.budget, r.schedule) for r in QUADRATIC}
     assert {("oneshot", s) for s in ("none", "cosine", "cosine_wr", "ltr")} <= cells
-    assert {("small_budget", "none"), ("large_budget", "none")} <= cells
+    assert {("small_budget", "none"), ("medium_budget", "none"), ("large_budget", "none")} <= cells
     assert {r.optimizer for r in QUADRATIC if (r.budget, r.schedule) == ("oneshot", "none")} == set(fidelity.TF_OPTIMIZERS)
     for r in QUADRATIC:
         assert r.repo == pr.CROWDED_VALLEY_REPO and pr.COMMIT_RE.match(r.commit)
