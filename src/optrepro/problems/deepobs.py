@@ -9,7 +9,8 @@ As the TF1 code that produced the published logs:
 - the loss that is differentiated = mean per-example loss + 0.5*wd*sum(w^2) over weights (never biases);
   `sums["loss"]` is the data loss, `sums["reg_loss"]` adds the penalty (what DeepOBS's runner logged);
 - DeepOBS drops the last partial batch in every phase (`drop_remainder=True`): `drop_last_eval = True` asks
-  the loop to do the same when it evaluates (quadratic_deep's epoch-0 test loss 347.36 is over 7x128 points).
+  the loop to do the same when it evaluates (quadratic_deep's epoch-0 test losses, e.g. 347.36 for Hessian draw 1,
+  are over 7x128 points).
 Smoke scale runs the same classes with narrow layers on scikit-learn digits / generated images / offline text.
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ def deepobs_random_rotation(rng: np.random.RandomState, dim: int) -> np.ndarray:
     return -rotation
 
 
-def deepobs_quadratic_hessian(instance: int = 1, dim: int = 100) -> np.ndarray:
+def deepobs_quadratic_hessian(instance: int = 0, dim: int = 100) -> np.ndarray:
     """Q = R^T diag(eigs) R of quadratic_deep, drawn from DeepOBS's *module-level* RandomState(42).
 
     The TF module draws from one RandomState(42) shared by every instantiation in a process (fixed later
@@ -46,6 +46,8 @@ def deepobs_quadratic_hessian(instance: int = 1, dim: int = 100) -> np.ndarray:
     """
     if dim != 100:
         raise ValueError("quadratic_deep is defined for dim=100 (90 small and 10 large eigenvalues)")
+    if int(instance) != instance or instance < 0:
+        raise ValueError(f"Hessian instance must be an integer >= 0, got {instance!r}")
     while len(_HESSIAN_DRAWS) <= instance:  # draw k needs draws 0..k-1 first: keep them (one RNG, in order)
         eigenvalues = np.concatenate((_HESSIAN_RNG.uniform(0.0, 1.0, 90), _HESSIAN_RNG.uniform(30.0, 60.0, 10)))
         rotation = deepobs_random_rotation(_HESSIAN_RNG, 100)
