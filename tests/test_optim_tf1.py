@@ -269,6 +269,47 @@ def test_lookahead_matches_formula(foreach):
     close(actual, params)
 
 
+def test_lookahead_tf1_semantics_matches_formula():
+    """The TF-1 wrapper: its counter starts at 0 and a synchronisation replaces the inner step on steps 0, k, 2k,
+    ...; the inner optimizer's step never advances (RAdam stays un-rectified at step 1, lr m / (1 - beta1))."""
+    lr, b1, b2, alpha, k = 1e-2, 0.9, 0.999, 0.3, 4
+    params = initial_params()
+    slow = [p.clone() for p in params]
+    m = [torch.zeros_like(p) for p in params]
+    for t, grads in enumerate(gradients()):
+        if t % k == 0:
+            for i in range(len(params)):
+                slow[i] = slow[i] + alpha * (params[i] - slow[i])
+                params[i] = slow[i].clone()
+            continue
+        for i, g in enumerate(grads):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            params[i] = params[i] - lr * m[i] / (1 - b1)
+    for inner in (lambda ps: torch.optim.RAdam(ps, lr=lr, betas=(b1, b2), foreach=False),
+                  lambda ps: RAdam(ps, lr=lr, betas=(b1, b2))):
+        close(run(lambda ps: Lookahead(inner(ps), alpha=alpha, k=k, semantics="tf1")), params)
+    with pytest.raises(ValueError, match="tf1, torch"):
+        Lookahead(torch.optim.SGD(initial_params(), lr=lr), semantics="keras")
+
+
+def test_lookahead_tf1_momentum_skips_the_gradient_of_sync_steps():
+    lr, mu, alpha, k = 1e-2, 0.9, 0.5, 3
+    params = initial_params()
+    slow = [p.clone() for p in params]
+    buf = [torch.zeros_like(p) for p in params]
+    for t, grads in enumerate(gradients()):
+        if t % k == 0:
+            for i in range(len(params)):
+                slow[i] = slow[i] + alpha * (params[i] - slow[i])
+                params[i] = slow[i].clone()
+            continue  # the buffer is untouched: the gradient of a synchronisation step is dropped
+        for i, g in enumerate(grads):
+            buf[i] = mu * buf[i] + g
+            params[i] = params[i] - lr * buf[i]
+    close(run(lambda ps: Lookahead(torch.optim.SGD(ps, lr=lr, momentum=mu, foreach=False), alpha=alpha, k=k,
+                                   semantics="tf1")), params)
+
+
 # --- the compiled fused kernels (optim/_compiled.py) and optrepro's RAdam ----------------------------------
 
 from optrepro.optim import _compiled, crowded_valley  # noqa: E402
@@ -326,7 +367,7 @@ def reference_of(name, hparams):
                                                                                    hparams["beta2"]),
                                                       eps=hparams["eps"], weight_decay=hparams["weight_decay"],
                                                       foreach=False),
-                                    alpha=hparams["alpha"], k=hparams["k"])
+                                    alpha=hparams["alpha"], k=hparams["k"], semantics=hparams["semantics"])
     return lambda ps: getattr(crowded_valley, name)(ps, **hparams)
 
 

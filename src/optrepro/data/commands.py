@@ -1,4 +1,4 @@
-"""`optrepro data fetch|verify-imagenet|list`: what workflow/rules/data.smk calls.
+"""`optrepro data fetch|verify-imagenet|list|fetch-published`: what workflow/rules/data.smk calls.
 
 `add_commands(subparsers)` is called by optrepro.cli with the top-level subparsers.
 """
@@ -40,6 +40,22 @@ def cmd_verify_imagenet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_published(args: argparse.Namespace) -> int:
+    from optrepro.data import published_raw
+
+    paths = list(args.paths)
+    if args.paths_from:
+        with open(args.paths_from) as f:
+            paths += [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    if not paths:
+        raise ValueError("no results paths given (positional PATH... or --paths-from FILE)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    written = published_raw.fetch_runs(paths, args.commit, cache=args.root, root=args.into, retries=args.retries)
+    for path in written:
+        print(f"updated {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows = [sources.get(name) for name in sources.names()]
     for s in rows:
@@ -69,6 +85,17 @@ def add_commands(subparsers) -> None:
     imagenet.add_argument("--root", default=None,
                           help="data directory: also write the file index and data/imagenet/.verified")
     imagenet.set_defaults(func=cmd_verify_imagenet)
+
+    raw = sub.add_parser("fetch-published", help="add published per-run results (Crowded Valley) to "
+                         "paper/published/raw, downloaded from the results repository at a commit and verified")
+    raw.add_argument("commit", help="40-hex commit of SirRob1997/Crowded-Valley---Results the files are read at")
+    raw.add_argument("paths", nargs="*", metavar="PATH",
+                     help="results_main/<budget>/<schedule>/<problem>/<optimizer>/<setting>/random_seed__*.json")
+    raw.add_argument("--paths-from", default=None, help="a file with one such path per line")
+    raw.add_argument("--root", default="data", help="download cache (default: data)")
+    raw.add_argument("--into", default=None, help="raw-results directory (default: paper/published/raw)")
+    raw.add_argument("--retries", type=int, default=3, help="rounds over the URL (default 3)")
+    raw.set_defaults(func=cmd_fetch_published)
 
     lst = sub.add_parser("list", help="list data sources with licence and checksum status")
     lst.add_argument("-v", "--verbose", action="store_true", help="also print the arrays each source provides")

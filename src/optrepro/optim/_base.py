@@ -35,8 +35,9 @@ def fastest_torch_kwargs(params: list, has_fused: bool) -> dict[str, Any]:
 
 
 def as_param_list(params) -> list:
-    """Materialise an iterable of parameters / param-group dicts once (factories inspect it)."""
-    params = list(params)
+    """Materialise an iterable of parameters / param-group dicts once (factories inspect it). A group's own
+    "params" may be a generator (model.parameters()): it is materialised too, or inspecting it would empty it."""
+    params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
     if not params:
         raise ValueError("optimizer got an empty parameter list")
     return params

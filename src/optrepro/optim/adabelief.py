@@ -7,8 +7,10 @@
 `rectify=True` adds RAdam's rectification (the default of adabelief-tf >= 0.1 and adabelief-pytorch >= 0.1):
 while the SMA length rho_t < 5 the step is plain momentum, lr * m / (1 - b1^t); afterwards the adaptive step is
 multiplied by r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t)).
-Crowded Valley's ICML runs logged only lr, betas and eps = 1e-14 (the TF package's eps scale); whether
-rectification was on is not recorded. Default here: off (the paper's algorithm); the other reading is rectify=True.
+Crowded Valley's ICML runs logged only lr, betas and eps = 1e-14 (the TF package's eps scale); their curves decide
+that rectification was on (the TF packages' default; paper/ambiguity/crowded_valley.yaml, cv-adabelief-rectify), so
+the registry's `adabelief` defaults to rectify=True. This class keeps rectify=False as its own default: the
+algorithm of the AdaBelief paper.
 Weight decay is coupled L2 (g += wd * theta), as in torch.optim.Adam.
 `compile=True` runs the fused kernel of optim/_compiled.py (one pass over memory per tensor, about torch's fused
 Adam's speed; benchmarks/RESULTS.md); the eager paths stay the reference.

@@ -30,8 +30,13 @@ def _momentum_spaces(name: str, **rest) -> dict:
     return {"v1": {**rest, name: MOMENTUM_V1}, "icml": {**rest, name: MOMENTUM_ICML}}
 
 
+# impl_version 2 (checked against the published curves, paper/ambiguity/crowded_valley.yaml): AdaBelief
+# rectifies (cv-adabelief-rectify), both Lookaheads count as the TF-1 wrapper did (cv-lookahead-tf1-semantics).
+IMPL_VERSION = {"adabelief": 2, "lookahead_momentum": 2, "lookahead_radam": 2}
+
+
 def _cv(name, factory, defaults, search_space, description):
-    register(OptimizerInfo(name=name, target=_F + factory, defaults=defaults, impl_version=1,
+    register(OptimizerInfo(name=name, target=_F + factory, defaults=defaults, impl_version=IMPL_VERSION.get(name, 1),
                            search_space=search_space, paper=PAPER, description=description))
 
 
@@ -52,7 +57,7 @@ _cv("nadam", "nadam", {**ADAM_DEFAULTS, "eps": 1e-7}, {"default": {"lr": LR, "be
 _cv("radam", "radam", {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "weight_decay": 0.0},
     {"default": {"lr": LR, "beta1": BETA1, "beta2": BETA2}}, "RAdam (RAdamOptimizer; torch.optim.RAdam)")
 _cv("adabelief", "adabelief",
-    {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-14, "weight_decay": 0.0, "rectify": False},
+    {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-14, "weight_decay": 0.0, "rectify": True},
     {"icml": {"lr": LR, "beta1": BETA1, "beta2": BETA2}}, "AdaBelief (AdaBeliefOptimizer, ICML study only)")
 _BOUND_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "final_lr": 0.1, "gamma": 1e-3, "eps": 1e-8,
                    "weight_decay": 0.0}
@@ -70,10 +75,11 @@ _cv("rmsprop", "rmsprop",
     _momentum_spaces("alpha", lr=LR),
     "RMSProp (RMSPropOptimizer; tf1: accumulator starts at 1, eps inside the root; torch: torch.optim.RMSprop)")
 _cv("lookahead_momentum", "lookahead_momentum",
-    {"lr": 1e-2, "momentum": 0.99, "alpha": 0.5, "k": 5, "weight_decay": 0.0},
+    {"lr": 1e-2, "momentum": 0.99, "alpha": 0.5, "k": 5, "weight_decay": 0.0, "semantics": "tf1"},
     _momentum_spaces("momentum", lr=LR, **LOOKAHEAD), "Lookahead around heavy-ball momentum "
     "(LookaheadOptimizerMBGDMomentum)")
 _cv("lookahead_radam", "lookahead_radam",
-    {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "alpha": 0.5, "k": 5, "weight_decay": 0.0},
+    {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "alpha": 0.5, "k": 5, "weight_decay": 0.0,
+     "semantics": "tf1"},
     {"default": {"lr": LR, "beta1": BETA1, "beta2": BETA2, **LOOKAHEAD}},
     "Lookahead around RAdam (LookaheadOptimizerRAdam)")

@@ -122,15 +122,20 @@ def rmsprop(params, lr, alpha, eps, momentum, centered, weight_decay, semantics)
                                weight_decay=weight_decay, **fastest_torch_kwargs(params, False))
 
 
-def lookahead_momentum(params, lr, momentum, alpha, k, weight_decay, *, compile=False):
-    """Lookahead around torch's SGD (fused); compile fuses only the slow-weight synchronisation."""
-    return Lookahead(_torch_sgd(params, lr, momentum, False, weight_decay), alpha=alpha, k=k, compile=compile)
+def lookahead_momentum(params, lr, momentum, alpha, k, weight_decay, semantics, *, compile=False):
+    """Lookahead around torch's SGD (fused); compile fuses only the slow-weight synchronisation.
+    semantics="tf1": the TF-1 wrapper's counting (lookahead.py), "torch": the paper's Algorithm 1."""
+    _check_semantics("lookahead_momentum", semantics)
+    return Lookahead(_torch_sgd(params, lr, momentum, False, weight_decay), alpha=alpha, k=k, semantics=semantics,
+                     compile=compile)
 
 
-def lookahead_radam(params, lr, beta1, beta2, eps, alpha, k, weight_decay, *, compile=False):
+def lookahead_radam(params, lr, beta1, beta2, eps, alpha, k, weight_decay, semantics, *, compile=False):
     """Lookahead around optrepro's RAdam: torch.optim.RAdam's formula (tests compare them) with fewer eager ops
     and a fused compiled kernel, which torch's RAdam lacks; the same class either way, so checkpoints do not
-    depend on `compile`."""
+    depend on `compile`. semantics="tf1" (the published runs): the TF-1 wrapper never advances the inner RAdam's
+    step, so RAdam stays in its un-rectified first step, lr * m / (1 - beta1) (lookahead.py)."""
+    _check_semantics("lookahead_radam", semantics)
     inner = _RAdam(as_param_list(params), lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
                    compile=compile)
-    return Lookahead(inner, alpha=alpha, k=k, compile=compile)
+    return Lookahead(inner, alpha=alpha, k=k, semantics=semantics, compile=compile)

@@ -30,10 +30,14 @@ PROBLEMS = (
      "2-layer LSTM(128) char model on War and Peace, seq 50, state carried across batches"),
 )
 
+# quadratic_deep 2: default Hessian = draw 0 (a fresh process) instead of 1, and the order_seed argument
+# (paper/ambiguity/deepobs.yaml: deepobs-quadratic-hessian-instance, deepobs-tf1-epoch-order).
+IMPL_VERSION = {"quadratic_deep": 2}
+
 for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description in PROBLEMS:
     args = {} if name in ("quadratic_deep", "tolstoi_char_rnn") else {"weight_decay": wd}
     if name == "quadratic_deep":
-        args = {"hessian_instance": 1}
+        args = {"hessian_instance": 0, "order_seed": None}
     if name == "tolstoi_char_rnn":
         args = {"batch_size": None, "seq_length": None}
     register(ProblemInfo(
@@ -49,6 +53,6 @@ for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description i
         papers=("crowded_valley",),
         cost_per_epoch_s={"full": cost, "smoke": 0.3},
         gpu=gpu,
-        impl_version=1,
+        impl_version=IMPL_VERSION.get(name, 1),
         description=description,
     ))

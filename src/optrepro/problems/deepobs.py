@@ -9,11 +9,13 @@ As the TF1 code that produced the published logs:
 - the loss that is differentiated = mean per-example loss + 0.5*wd*sum(w^2) over weights (never biases);
   `sums["loss"]` is the data loss, `sums["reg_loss"]` adds the penalty (what DeepOBS's runner logged);
 - DeepOBS drops the last partial batch in every phase (`drop_remainder=True`): `drop_last_eval = True` asks
-  the loop to do the same when it evaluates (quadratic_deep's epoch-0 test loss 347.36 is over 7x128 points).
+  the loop to do the same when it evaluates (quadratic_deep's epoch-0 test losses, e.g. 347.36 for Hessian draw 1,
+  are over 7x128 points).
 Smoke scale runs the same classes with narrow layers on scikit-learn digits / generated images / offline text.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -90,23 +92,67 @@ class DeepOBSProblem(Problem):
 
 
 # --- P1 -------------------------------------------------------------------------------------------
+class FixedOrderSplit(Split):
+    """A training split drawn in the same shuffled order every epoch, as DeepOBS's TF-1 pipeline did.
+
+    DeepOBS re-initialises its tf.data iterator at every epoch and sets a graph-level seed (tf.set_random_seed),
+    so `shuffle` replays the same permutation each time (TF-1 graph mode has no cross-initialisation reshuffle).
+    The examples are stored in that permuted order and `order` is the identity: the loop's step s takes rows
+    [s*B, (s+1)*B) (the last partial batch dropped, the same examples every epoch), and a train-split evaluation
+    over the first full batches sees exactly the examples trained on, as DeepOBS's train-eval set (take(n) of
+    the same shuffled dataset). The generator the loop passes is not used.
+    """
+
+    def __init__(self, *tensors: torch.Tensor, seed: int, transform=None):
+        self.seed = int(seed)
+        perm = torch.randperm(len(tensors[0]), generator=torch.Generator().manual_seed(self.seed))
+        super().__init__(*(t[perm.to(t.device)] for t in tensors), transform=transform)
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        return torch.arange(len(self))
+
+    def to(self, device) -> "FixedOrderSplit":
+        moved = Split.to(self, device)
+        moved.__class__, moved.seed = FixedOrderSplit, self.seed
+        return moved
+
+
+def quadratic_points(seed: int) -> torch.Tensor:
+    """DeepOBS's quadratic data set: 1000 draws of N(0, 0.6^2 I_100) from RandomState(seed), cast to float32."""
+    return torch.from_numpy(np.float32(np.random.RandomState(seed).normal(0.0, 0.6, (1000, 100))))
+
+
 @dataclass
 class QuadraticDeep(DeepOBSProblem):
     """100-d noisy quadratic with a deep-learning-like spectrum. Data: N(0, 0.6^2 I) draws of 1000 points from
-    RandomState(42) (train), (44) (valid, DeepOBS 1.2) and (43) (test); identical at both scales."""
+    RandomState(42) (train), (44) (valid, DeepOBS 1.2) and (43) (test); identical at both scales.
+
+    hessian_instance: which draw of DeepOBS's module-level RandomState(42) the Hessian is (the k-th problem built
+    in one TF process got draw k; paper/published/raw/crowded_valley/hessian_instances.csv lists the draw of
+    every published run). 0 = a fresh process (and every instance after DeepOBS PR #44).
+    order_seed: None = a fresh permutation of the training set every epoch (from the loop's data seed); an int =
+    DeepOBS's TF-1 order, one permutation drawn from this seed and replayed every epoch (FixedOrderSplit).
+    Crowded Valley runs set it to the run's seed (optrepro.fidelity.published_spec).
+    """
 
     name: ClassVar[str] = "quadratic_deep"
     metrics: ClassVar[tuple[str, ...]] = ("loss",)
-    hessian_instance: int = 1
+    hessian_instance: int = 0
+    order_seed: int | None = None
+
+    def __post_init__(self):
+        if int(self.hessian_instance) != self.hessian_instance or self.hessian_instance < 0:
+            raise ValueError(f"quadratic_deep hessian_instance must be an integer >= 0, got {self.hessian_instance!r}")
+        if self.order_seed is not None and int(self.order_seed) != self.order_seed:
+            raise ValueError(f"quadratic_deep order_seed must be an integer or None, got {self.order_seed!r}")
 
     def data_args(self) -> dict:
-        return {}
+        return {"order_seed": self.order_seed}  # each fixed order is its own training split
 
     def load_splits(self) -> dict[str, Split]:
-        def draw(seed: int) -> torch.Tensor:
-            return torch.from_numpy(np.float32(np.random.RandomState(seed).normal(0.0, 0.6, (1000, 100))))
-
-        return {"train": Split(draw(42)), "valid": Split(draw(44)), "test": Split(draw(43))}
+        train = quadratic_points(42)
+        return {"train": Split(train) if self.order_seed is None else FixedOrderSplit(train, seed=self.order_seed),
+                "valid": Split(quadratic_points(44)), "test": Split(quadratic_points(43))}
 
     def build_model(self) -> nets.Quadratic:
         return nets.Quadratic(nets.deepobs_quadratic_hessian(self.hessian_instance))
@@ -114,6 +160,27 @@ class QuadraticDeep(DeepOBSProblem):
     def forward(self, model, batch, carry=None) -> Output:
         losses = model(batch[0])
         return Output(loss=losses.mean(), sums={"loss": losses.sum().detach()}, count=len(losses))
+
+
+@functools.lru_cache(maxsize=None)
+def quadratic_deep_epoch0_test_loss(instance: int) -> float:
+    """The test loss at theta = 1 (before training) of Hessian draw `instance`, as DeepOBS logged it: the mean
+    over the 7 full batches of 128 test points (float32 per-example losses)."""
+    model = nets.Quadratic(nets.deepobs_quadratic_hessian(instance))
+    with torch.no_grad():
+        return float(model(quadratic_points(43)[:896]).double().mean())
+
+
+QUADRATIC_MAX_INSTANCE = 63  # the search bound: the published runs used draws 0..23
+
+
+def quadratic_deep_instance_of(epoch0_test_loss: float, rtol: float = 1e-6) -> int:
+    """The Hessian draw whose epoch-0 test loss is `epoch0_test_loss` (within rtol; draws differ by > 1e-3)."""
+    for instance in range(QUADRATIC_MAX_INSTANCE + 1):
+        if abs(quadratic_deep_epoch0_test_loss(instance) - epoch0_test_loss) <= rtol * abs(epoch0_test_loss):
+            return instance
+    raise ValueError(f"no quadratic_deep Hessian draw 0..{QUADRATIC_MAX_INSTANCE} has epoch-0 test loss "
+                     f"{epoch0_test_loss!r}")
 
 
 # --- P2 / P5 --------------------------------------------------------------------------------------

@@ -35,21 +35,31 @@ def deepobs_random_rotation(rng: np.random.RandomState, dim: int) -> np.ndarray:
     return -rotation
 
 
-def deepobs_quadratic_hessian(instance: int = 1, dim: int = 100) -> np.ndarray:
+def deepobs_quadratic_hessian(instance: int = 0, dim: int = 100) -> np.ndarray:
     """Q = R^T diag(eigs) R of quadratic_deep, drawn from DeepOBS's *module-level* RandomState(42).
 
     The TF module draws from one RandomState(42) shared by every instantiation in a process (fixed later
-    by DeepOBS PR #44), so the k-th problem instance gets the k-th draw. instance=1 (the second draw) is
-    the Hessian behind the Crowded Valley logs: it reproduces their epoch-0 test loss 347.36; instance=0
-    is the first draw (what PR #44 made every instance use).
+    by DeepOBS PR #44), so the k-th problem instance built in a process gets draw k. The Crowded Valley runs
+    used draws 0 to 17, depending on how many runs their process had run before (the instance of each
+    published run follows from its epoch-0 test loss: paper/published/raw/crowded_valley/hessian_instances.csv);
+    instance=0 is the first draw (a fresh process, and what PR #44 made every instance use).
     """
     if dim != 100:
         raise ValueError("quadratic_deep is defined for dim=100 (90 small and 10 large eigenvalues)")
-    rng = np.random.RandomState(42)
-    for _ in range(instance + 1):
-        eigenvalues = np.concatenate((rng.uniform(0.0, 1.0, 90), rng.uniform(30.0, 60.0, 10)))
-        rotation = deepobs_random_rotation(rng, dim)
-    return rotation.T @ np.diag(eigenvalues) @ rotation
+    if int(instance) != instance or instance < 0:
+        raise ValueError(f"Hessian instance must be an integer >= 0, got {instance!r}")
+    while len(_HESSIAN_DRAWS) <= instance:  # draw k needs draws 0..k-1 first: keep them (one RNG, in order)
+        eigenvalues = np.concatenate((_HESSIAN_RNG.uniform(0.0, 1.0, 90), _HESSIAN_RNG.uniform(30.0, 60.0, 10)))
+        rotation = deepobs_random_rotation(_HESSIAN_RNG, 100)
+        hessian = rotation.T @ np.diag(eigenvalues) @ rotation
+        hessian.setflags(write=False)
+        _HESSIAN_DRAWS.append(hessian)
+    return _HESSIAN_DRAWS[instance]
+
+
+# DeepOBS's module-level RandomState(42) and the Hessians drawn from it so far, in order
+_HESSIAN_RNG = np.random.RandomState(42)
+_HESSIAN_DRAWS: list[np.ndarray] = []
 
 
 class Quadratic(nn.Module):
