@@ -161,6 +161,28 @@ def hessian_instance(run: PublishedRun | Mapping[str, Any], table: Sequence[Mapp
     return seed - first
 
 
+def study_problem_args(stage: str, optimizer: str, schedule: str, budget: str, seed: int, sample: int | None = None,
+                       table: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """quadratic_deep's problem arguments for a run of our study grid (the crowded_valley planner), by the same
+    rule that reproduces the published runs: a one-shot run takes the instance of the published one-shot run of
+    its optimizer, schedule and seed (`hessian_instance`, through the published setting), a tuning run its
+    position in the search (sample index), a re-run of a tuned setting a fresh process (draw 0, as the 2021 jobs
+    that re-ran the tuned settings). Every run replays the TF-1 data order of its seed."""
+    table = read_instance_table() if table is None else table
+    tf_name = next(tf for tf, o in TF_OPTIMIZERS.items() if o.name == optimizer)
+    if stage == "tune":
+        instance = int(sample)
+    elif stage == "oneshot":
+        settings = sorted({r["setting"] for r in table if (r["budget"], r["schedule"], r["optimizer"])
+                           == ("oneshot", schedule, tf_name)})
+        instance = hessian_instance({"budget": "oneshot", "schedule": schedule, "problem": "quadratic_deep",
+                                     "optimizer": tf_name, "setting": settings[0] if settings else "", "seed": seed},
+                                    table)
+    else:
+        instance = 0
+    return {"hessian_instance": instance, "order_seed": int(seed)}
+
+
 def write_instance_table(runs: Iterable[PublishedRun], path: str | Path = INSTANCE_TABLE) -> Path:
     """Identify every quadratic_deep run's Hessian instance from its epoch-0 test loss and write the table."""
     from optrepro.problems.deepobs import quadratic_deep_instance_of

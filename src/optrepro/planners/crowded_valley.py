@@ -8,6 +8,12 @@ Per (problem, optimizer, schedule) cell of a grid, three stages:
     rerun     per budget, the winner of its first n tuning runs (by final validation metric) re-run with every
               seed of `seeds.rerun` (43-51): deferred specs, resolved from the problem's selection file
 
+and a fourth, when the config has `fidelity:`
+
+    fidelity  each published raw run (paper/published/raw/crowded_valley) re-run on its matched Hessian instance,
+              seed, schedule and data order (optrepro.fidelity.published_spec), at full size: quadratic_deep runs in
+              seconds, so the smoke scale re-runs a handful of them too
+
 The selection file of a problem (`<results>/valley/select/<problem>.json`) is written by the `valley_select` job
 of workflow/rules/crowded_valley.smk, from the tune stage's runs, with torch-free code (optrepro.tune.select).
 Two study versions are selectable: `v1` (arXiv v1: 14 optimizers, budgets small 25 / large 50, momentum-type
@@ -79,7 +85,7 @@ def _grid_axes(grid: Mapping[str, Any], version: Mapping[str, Any], budgets: Map
 
 @register_planner("crowded_valley")
 def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list:
-    from optrepro import tune
+    from optrepro import fidelity, tune
 
     version = _version(pconfig)
     budgets = budgets_of(pconfig)
@@ -90,6 +96,14 @@ def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config
 
     def add(key, entry):
         entries.setdefault(key, entry)
+
+    instances = fidelity.read_instance_table()
+
+    def problem_args(problem, stage, name, schedule, budget, seed, sample=None):
+        """quadratic_deep's Hessian draw and data order follow the rule that reproduces the published runs."""
+        if problem != "quadratic_deep":
+            return None
+        return fidelity.study_problem_args(stage, name, schedule, budget, seed, sample, instances)
 
     for grid in pconfig["grids"]:
         problems, optimizers, schedules, wanted = _grid_axes(grid, version, budgets)
@@ -106,21 +120,56 @@ def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config
                         for seed in seeds["oneshot"]:
                             add(("oneshot", problem, name, schedule, seed), planmod.make_spec(
                                 **common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
+                                problem_args=problem_args(problem, ONESHOT, name, schedule, ONESHOT, seed),
                                 tags={**base_tags, "stage": ONESHOT, "budget": ONESHOT, "seed": seed}))
                     for i, hparams in enumerate(sampled):
                         add(("tune", problem, name, schedule, i), planmod.make_spec(
                             **common, optimizer=name, hparams=hparams, schedule=SCHEDULES[schedule],
+                            problem_args=problem_args(problem, "tune", name, schedule, None, seeds["tune"], i),
                             seed=seeds["tune"], tags={**base_tags, "stage": "tune", "sample": i,
                                                       "seed": seeds["tune"]}))
                     for budget in (b for b in wanted if b != ONESHOT):
                         for seed in seeds["rerun"]:
                             template = dict(**common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
+                                            problem_args=problem_args(problem, "rerun", name, schedule, budget,
+                                                                      seed),
                                             tags={**base_tags, "stage": "rerun", "budget": budget, "seed": seed})
                             key = f"{paper}/{problem}/{name}/{schedule}/{budget}/seed{seed}"
                             add(("rerun", key), planmod.DeferredSpec(
                                 key=key, template=template, depends_on=selection_file(results_dir, problem),
                                 resolver="crowded_valley.winner", tags=template["tags"]))
+    for run in _fidelity_runs(pconfig.get("fidelity")):
+        spec = fidelity.published_spec(run, scale="full", tags={"arm": run.optimizer, "seed": run.seed})
+        add(("fidelity", run.source), spec)
     return list(entries.values())
+
+
+def _fidelity_runs(selection: Mapping[str, Any] | None) -> list:
+    """The published runs to re-run: `optimizers` (results folder names, or all) and at most `per_optimizer` each
+    (one-shot runs with the constant schedule, lowest seeds first)."""
+    if not selection:
+        return []
+    from optrepro.data import published_raw
+
+    check_keys("fidelity key", selection, {"optimizers", "per_optimizer"})
+    runs = sorted(published_raw.load_runs(problem="quadratic_deep"),  # one-shot, constant schedule first
+                  key=lambda r: (r.optimizer, r.budget != ONESHOT, r.budget, r.schedule != "none", r.schedule, r.seed))
+    wanted = selection.get("optimizers", "all")
+    if wanted != "all":
+        present = {r.optimizer for r in runs}
+        for name in wanted:
+            if name not in present:
+                raise unknown("optimizer folder of the published raw runs", name, present)
+        runs = [r for r in runs if r.optimizer in wanted]
+    limit = selection.get("per_optimizer")
+    if limit is not None:
+        kept, count = [], {}
+        for r in runs:
+            count[r.optimizer] = count.get(r.optimizer, 0) + 1
+            if count[r.optimizer] <= limit:
+                kept.append(r)
+        runs = kept
+    return runs
 
 
 @planmod.register_resolver("crowded_valley.winner")
