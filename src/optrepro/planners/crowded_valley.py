@@ -139,7 +139,8 @@ def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config
                                 key=key, template=template, depends_on=selection_file(results_dir, problem),
                                 resolver="crowded_valley.winner", tags=template["tags"]))
     for run in _fidelity_runs(pconfig.get("fidelity")):
-        spec = fidelity.published_spec(run, scale="full", tags={"arm": run.optimizer, "seed": run.seed})
+        spec = fidelity.published_spec(run, scale="full", tags={"arm": run.optimizer, "seed": run.seed,
+                                                                "schedule": run.schedule, "budget": run.budget})
         add(("fidelity", run.source), spec)
     return list(entries.values())
 
