@@ -37,6 +37,15 @@ def register_planner(name: str):
     return wrap
 
 
+def planner_named(name: str):
+    """The planner registered as `name`: the built-in grid, or the one module optrepro.planners.<name> registers."""
+    import importlib.util
+
+    if name not in PLANNERS.names() and importlib.util.find_spec(f"optrepro.planners.{name}") is not None:
+        importlib.import_module(f"optrepro.planners.{name}")
+    return PLANNERS.get(name)
+
+
 # --- paper configs -----------------------------------------------------------------------------------
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,7 +191,7 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
     for paper in config.get("papers", []):
         pconfig = paper_config(config_dir, paper, scale)
         pconfig["paper"] = paper
-        planner = PLANNERS.get(pconfig.get("planner", "grid"))
+        planner = planner_named(pconfig.get("planner", "grid"))
         entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
                        for e in planner(pconfig, scale, config))
     unique = planmod.unique_entries(entries)

@@ -15,8 +15,9 @@ for name, cls, description in (
         name=name,
         target=I + cls,
         defaults={"full": {"batch_size": 128, "epochs": 40, "eval_every": 1, "weight_decay": 0.0}, "smoke": SMOKE},
-        args={"image_size": 0, "label_smoothing": 0.0},
+        args={"image_size": 0, "label_smoothing": 0.0, "epoch_examples": 0},
         datasets=("cifar10",),
+        impl_version=2,  # 2: training metrics on a fixed 5,000 images; epoch_examples
         papers=("nos",),
         cost_per_epoch_s={"full": 4.0, "smoke": 0.2},
         gpu=True,
