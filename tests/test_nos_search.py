@@ -385,3 +385,50 @@ def test_snakemake_dag_has_fifty_independent_particle_chains(tmp_path):
     main = [p for (name, p) in steps if name == "main"]
     assert len(main) == 50 and all(steps[("main", p)] == 6 for p in main)
     assert sum(1 for name, _ in steps if name != "main") == 30  # three reduced searches of 10 particles
+
+
+# ---- the authors' log ------------------------------------------------------------------------------------
+
+LOG_EXCERPT = """INFO:root:TRAINING INITIAL POPULATION
+INFO:root: MODEL 0/3 -> Val Acc: 0.74, Val Loss: 141.4, Time: 76.8, Fun: None ~ tanh(g)
+INFO:root: INIT MODEL ARCHITECTURE FAILED...
+INFO:root: MODEL 2/3 -> Val Acc: 0.75, Val Loss: 141.9, Time: 95.2, Fun: Nest ~ g
+INFO:root:INIT PARTICLE 1/2 : Nest ~ g : val: 0.79 - Time: 198.1
+INFO:root: Depth: 1/1
+INFO:root:    Mom ~ g : FAILED
+INFO:root:INIT PARTICLE 1/2 : Nest ~ g : val: 0.80 - Time: 196.7
+INFO:root: Depth: 1/1
+INFO:root:    Mom ~ g : FAILED
+INFO:root:    None ~ g : FAILED
+INFO:root:    None ~ v hat : FAILED
+INFO:root:    Nest ~ v hat : FAILED
+INFO:root:    Nest ~ sign(g) val: 0.81 - Time: 202.0
+INFO:root:  Chosen Nest ~ sign(g) : 0.81 - ACCUMULATIVE TIME: 1800.1
+INFO:root:INIT PARTICLE 2/2 : None ~ tanh(g) : FAILED
+INFO:root: Depth: 1/1
+INFO:root:    None ~ g val: 0.70 - Time: 131.6
+INFO:root:  Chosen None ~ g : 0.70 - ACCUMULATIVE TIME: 3201.6
+INFO:root: --- Time Elapsed: 53.4 min ---
+"""
+
+
+def test_authors_log_counts_follow_restarts_and_retries():
+    from optrepro.nos.authors_log import parse
+
+    counts = parse(LOG_EXCERPT.splitlines())
+    assert counts["pool_candidates"] == 3 and counts["pool_passed"] == 2 and counts["pool_best_fitness"] == 0.75
+    assert counts["particles"] == 2 and counts["particles_init_failed"] == 1
+    assert counts["particles_init_median_fitness"] == 0.80  # the restarted block counts, not the aborted one
+    assert counts["aborted_child_lines"] == 1
+    assert counts["child_evaluations"] == 6 and counts["child_evaluations_failed"] == 4
+    assert counts["slots_all_attempts_failed"] == 1  # four failures in a row close a slot
+    assert counts["chosen_momentum"] == {"none": 1, "momentum": 0, "nesterov": 1}
+    assert counts["final_max_fitness"] == 0.81 and counts["particle_phase_minutes"] == 53.4
+
+
+def test_published_search_counts_load():
+    from optrepro.report.published import load_published_file
+
+    rows = load_published_file(ROOT / "paper" / "published" / "nos.csv").set_index("metric")["value"]
+    assert rows["pool_passed"] == 101 and rows["pool_candidates"] == 500
+    assert rows["child_evaluations_failed"] == 850 and rows["chosen_steps"] == 250

@@ -29,6 +29,10 @@ mu is the cyclical momentum (0.95 -> 0.85 over the warmup, hold, back to 0.95) w
 callback did: for the paper's runs the schedule `warmup_hold_cosine` (optrepro.schedules) with the same
 warmup_steps and hold_steps as given here (the authors': 6400 and 12800 of 96000 steps).
 
+`ema_form`: the `ema` op's bias correction, "fixed" (1 - 0.95^(t+1)) or "code" (the search code divides by
+1 - 0.95^0 = 0, so the op's output is inf/NaN). `NOSGenome` takes a genome as canonical JSON
+(optrepro.nos.space.genome_to_json), the search's settings as its defaults: registered as `nos_genome`.
+
 Decays need the run length: `total_steps` (T) must be given when the genome's decays are on (use_decay=True,
 or a decay marked not switchable, as Opt4's atan(a13)) or the momentum schedule is cyclical; t counts from 0 as
 Keras' `iterations` did. The authors' final classes default to use_decay=False; so does this class.

@@ -1,6 +1,7 @@
-"""NOS (Morgan & Hougen 2024) workloads: the CIFAR-10 search proxies and the EfficientNetV2-S transfer set
-(nos.md sections 2 and 5). Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128;
-`epochs` here counts passes over the 45k training images, so configs set the step budget themselves."""
+"""NOS (Morgan & Hougen 2024) workloads: the CIFAR-10 search proxies and the EfficientNetV2-S transfer set.
+Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128; `epochs` here counts passes over the
+45k training images unless the problem argument `epoch_examples` sets an epoch's length (steps x batch size), as
+the search does (optrepro.nos.fitness)."""
 from optrepro.problems.registry import ProblemInfo, register
 
 I = "optrepro.problems.images:"
