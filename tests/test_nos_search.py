@@ -432,3 +432,74 @@ def test_published_search_counts_load():
     rows = load_published_file(ROOT / "paper" / "published" / "nos.csv").set_index("metric")["value"]
     assert rows["pool_passed"] == 101 and rows["pool_candidates"] == 500
     assert rows["child_evaluations_failed"] == 850 and rows["chosen_steps"] == 250
+
+
+# ---- speed settings stay out of run ids ----------------------------------------------------------------------
+
+def test_provenance_says_whether_the_optimizer_step_ran_compiled():
+    import torch
+
+    from optrepro.optim.nos_expr import NOSGenome
+    from optrepro.provenance import provenance
+
+    provenance()  # starts a fresh count, as the end of the previous run does
+    x = torch.nn.Parameter(torch.randn(4, 3))
+    x.grad = torch.randn(4, 3)
+    opt = NOSGenome([x], genome=genome_to_json(final_genome("opt1")), total_steps=10, compile="eager")
+    opt.step()
+    opt.step()
+    assert provenance()["optimizer_step"] == {"compiled": True, "compiled_calls": {"eager": 2}}
+    NOSGenome([x], genome=genome_to_json(final_genome("opt1")), total_steps=10).step()
+    assert provenance()["optimizer_step"] == {"compiled": False, "compiled_calls": {}}
+
+
+def test_search_runs_record_an_eager_step(smoke_search):
+    runs = list((Path(smoke_search.init.results_dir) / "runs").glob("*/result.json"))
+    assert runs
+    for path in runs[:10]:
+        assert json.loads(path.read_text())["volatile"]["provenance"]["optimizer_step"]["compiled"] is False
+
+
+def test_threshold_stop_follows_five_epoch_callback():
+    from optrepro.schedules import build_controller
+
+    stop = build_controller("threshold_stop", threshold=0.25, start_from_epoch=3)
+    for epoch, acc in ((0, 0.1), (1, 0.1), (2, 0.1)):
+        stop.observe(epoch, {"train/accuracy": acc})
+        assert not stop.should_stop  # Keras epoch indices 0 and 1: not yet judged
+    stop.observe(3, {"train/accuracy": 0.249})
+    assert stop.should_stop and stop.stopped_epoch == 3
+    keep = build_controller("threshold_stop", threshold=0.25, start_from_epoch=3)
+    keep.observe(3, {"train/accuracy": 0.25})
+    keep.observe(4, {"train/accuracy": float("nan")})  # NaN < 0.25 is False in Keras too
+    assert not keep.should_stop
+    with pytest.raises(KeyError, match="train/accuracy"):
+        keep.observe(5, {"valid/accuracy": 0.5})
+
+
+def test_epoch_examples_sets_an_epoch_in_steps():
+    import torch
+
+    from optrepro import problems
+
+    whole = problems.get("nos_cifar10_convnet", "smoke").splits()["train"]
+    sampled = problems.get("nos_cifar10_convnet", "smoke", epoch_examples=300).splits()["train"]
+    assert len(whole) == 256 and len(sampled) == 300  # longer than the split: it wraps around
+    order = sampled.order(torch.Generator().manual_seed(0))
+    assert len(order) == 300 and sorted(order[:256].tolist()) == list(range(256))
+    assert sampled.tensors[0] is whole.tensors[0]  # the images are loaded once for every epoch length
+    assert len(sampled.to("cpu")) == 300
+
+
+def test_bad_nos_config_is_refused_naming_the_value(tmp_path):
+    from optrepro.workflow import validate_config
+
+    _, config = full_plan(tmp_path)
+    path = tmp_path / "config" / "papers" / "nos.yaml"
+    pconfig = yaml.safe_load(path.read_text())
+    pconfig["proxies"]["init"]["warmup"] = 800
+    path.write_text(yaml.safe_dump(pconfig))
+    with pytest.raises(ValueError, match="warmup"):
+        validate_config(config, tmp_path / "config", ROOT / "workflow" / "schemas")
+    with pytest.raises(ValueError, match="pool of at least"):
+        stages.searches(nos_config(particles=9), "smoke", {"results_dir": str(tmp_path)})
