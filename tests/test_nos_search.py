@@ -233,7 +233,7 @@ def run_stages(s: stages.Search) -> None:
             run([f"p{i:03d}-s{j}-m{m}" for m in range(s.mutants)])
             atomic_write_json(stages.step_path(s, i, j), stages.select_step(s, i, j))
         if s.reeval_seed is not None:
-            run([f"p{i:03d}-reeval"])
+            run([f"p{i:03d}-reeval-s{j}" for j in range(s.steps + 1)])
     if s.random_evals:
         atomic_write_json(stages.genomes_path(s, "random"), stages.make_genomes(s, "random"))
         run([f"random-{k:04d}" for k in range(s.random_evals)])
@@ -258,8 +258,11 @@ def test_smoke_search_runs_every_stage(smoke_search):
     assert summary["evolution"]["slot_evaluations"] >= summary["evolution"]["slots"]
     assert summary["random_search"]["evaluations"] == s.particles * (1 + s.steps * s.mutants)
     assert summary["integrity_check"]["sample"] == s.rejected_sample
+    assert summary["winners_curse"]["pairs_by_step"] == [
+        sum(1 for c in summary["chains"] if c["fitness"][j] >= 0 and c["reeval_fitness"][j] >= 0)
+        for j in range(s.steps + 1)]
     for chain in summary["chains"]:
-        assert len(chain["fitness"]) == s.steps + 1 and "reeval_fitness" in chain
+        assert len(chain["fitness"]) == len(chain["reeval_fitness"]) == s.steps + 1
     pool = json.loads(stages.pool_path(s).read_text())
     scores = [p["fitness"] or 0.0 for p in pool["pool"]]
     assert [p["init_fitness"] for p in pool["particles"]] == sorted(scores, reverse=True)[:s.particles]
@@ -293,10 +296,13 @@ def test_failed_mutants_are_retried_up_to_redo(smoke_search):
 
 def test_same_seed_gives_the_same_search(smoke_search, tmp_path):
     (again,) = stages.searches(nos_config(), "smoke", {"results_dir": str(tmp_path)})
-    # the first step of each chain again, in another directory (a chain's first steps do not depend on its length)
-    again = replace(again, steps=1, random_evals=0, rejected_sample=0, reeval_seed=None)
+    # the pool and the first step of the first chain again, in another directory (neither depends on the number
+    # of particles or steps)
+    again = replace(again, particles=1, steps=1, random_evals=0, rejected_sample=0, reeval_seed=None)
     run_stages(again)
-    assert stages.pool_path(again).read_text() == stages.pool_path(smoke_search).read_text()
+    pool = lambda s: json.loads(stages.pool_path(s).read_text())  # noqa: E731
+    assert pool(again)["pool"] == pool(smoke_search)["pool"]
+    assert pool(again)["particles"] == pool(smoke_search)["particles"][:1]
     for i in range(again.particles):
         for j in range(again.steps + 1):
             assert stages.step_path(again, i, j).read_text() == stages.step_path(smoke_search, i, j).read_text()
@@ -332,9 +338,10 @@ def test_full_plan_has_the_paper_sizes_and_one_chain_per_particle(tmp_path):
         for path in batch["inputs"]:  # a particle's batches read its own previous step, or the pool's choice
             if step == "s0":
                 assert path == str(stages.pool_path(main))
+            elif step == "reeval":  # each genome the chain held, re-scored
+                assert path in {str(stages.step_path(main, int(particle), j)) for j in range(main.steps + 1)}
             else:
-                previous = main.steps if step == "reeval" else int(step[1:]) - 1
-                assert path == str(stages.step_path(main, int(particle), previous))
+                assert path == str(stages.step_path(main, int(particle), int(step[1:]) - 1))
     assert len(by_particle) == 50
     assert all(steps == {f"s{j}" for j in range(6)} | {"reeval"} for steps in by_particle.values())
     pool_batches = [b for b in plan.index.values() if b["stage"] == "main-pool"]

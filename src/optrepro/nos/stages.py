@@ -60,7 +60,7 @@ class Search:
     redo: int
     init: fitness.RunContext  # the pool's proxy
     evolution: fitness.RunContext  # the particles' proxy
-    reeval_seed: int | None = None  # the winner's-curse control: run seed of the re-evaluation (None: off)
+    reeval_seed: int | None = None  # the winner's-curse control: run seed of the re-scores (None: off)
     random_evals: int = 0  # the random-search control: evaluations on the evolution proxy (0: off)
     rejected_sample: int = 0  # the false-rejection control: integrity-rejected genomes scored on the init proxy
 
@@ -264,8 +264,9 @@ def evaluations(s: Search) -> list[planmod.DeferredSpec]:
         for j in range(1, s.steps + 1):
             out.extend(evaluation(s, "slot", f"p{i:03d}-s{j}-m{m}", step_path(s, i, j - 1),
                                   {"particle": i, "step": j, "slot": m}) for m in range(s.mutants))
-        if s.reeval_seed is not None:
-            out.append(evaluation(s, "reeval", f"p{i:03d}-reeval", step_path(s, i, s.steps), {"particle": i}))
+        if s.reeval_seed is not None:  # every genome the chain held, re-scored: step 0 was not selected, steps >= 1 were
+            out.extend(evaluation(s, "reeval", f"p{i:03d}-reeval-s{j}", step_path(s, i, j), {"particle": i, "step": j})
+                       for j in range(s.steps + 1))
     out.extend(evaluation(s, "random", f"random-{k:04d}", genomes_path(s, "random"), {"genome": k})
                for k in range(s.random_evals))
     out.extend(evaluation(s, "rejected", f"rejected-{k:04d}", genomes_path(s, "pool"), {"genome": k})
@@ -415,8 +416,7 @@ def summarize(s: Search) -> dict:
         chain = {"particle": i, "fitness": [st["fitness"] for st in states], "text": [st["text"] for st in states],
                  "momentum": [search.MOMENTUM[st["genome"]["momentum"]] for st in states]}
         if s.reeval_seed is not None:
-            reeval = read_eval(s, f"p{i:03d}-reeval")
-            chain["reeval_fitness"] = reeval["fitness"]
+            chain["reeval_fitness"] = [_score(read_eval(s, f"p{i:03d}-reeval-s{j}")) for j in range(s.steps + 1)]
         chains.append(chain)
     out: dict[str, Any] = {
         "search": s.name, "scale": s.init.scale,
@@ -432,6 +432,15 @@ def summarize(s: Search) -> dict:
                       "chosen_steps": s.particles * s.steps, "train_steps": evolution_steps},
         "chains": chains,
     }
+    if s.reeval_seed is not None:  # score minus re-score, where both succeeded
+        gaps = {j: [c["fitness"][j] - c["reeval_fitness"][j] for c in chains
+                    if c["fitness"][j] >= 0 and c["reeval_fitness"][j] >= 0] for j in range(s.steps + 1)}
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        out["winners_curse"] = {
+            "gap_unselected_mean": mean(gaps[0]),  # step 0: the particle's first score, not a max over mutants
+            "gap_selected_mean": mean([g for j in range(1, s.steps + 1) for g in gaps[j]]),
+            "gap_by_step_mean": [mean(gaps[j]) for j in range(s.steps + 1)],
+            "pairs_by_step": [len(gaps[j]) for j in range(s.steps + 1)]}
     if s.random_evals:
         records = [read_eval(s, f"random-{k:04d}") for k in range(s.random_evals)]
         out["random_search"] = {
