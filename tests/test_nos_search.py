@@ -245,7 +245,8 @@ def run_stages(s: stages.Search) -> None:
 @pytest.fixture(scope="module")
 def smoke_search(tmp_path_factory):
     results = tmp_path_factory.mktemp("nos")
-    (main,) = stages.searches(nos_config(), "smoke", {"results_dir": str(results)})
+    # the smoke config with two steps per chain, so that a step's mutants come from a mutant
+    (main,) = stages.searches(nos_config(steps=2), "smoke", {"results_dir": str(results)})
     run_stages(main)
     return main
 
@@ -295,7 +296,7 @@ def test_failed_mutants_are_retried_up_to_redo(smoke_search):
 
 
 def test_same_seed_gives_the_same_search(smoke_search, tmp_path):
-    (again,) = stages.searches(nos_config(), "smoke", {"results_dir": str(tmp_path)})
+    (again,) = stages.searches(nos_config(steps=2), "smoke", {"results_dir": str(tmp_path)})
     # the pool and the first step of the first chain again, in another directory (neither depends on the number
     # of particles or steps)
     again = replace(again, particles=1, steps=1, random_evals=0, rejected_sample=0, reeval_seed=None)
