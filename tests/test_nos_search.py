@@ -20,7 +20,7 @@ import yaml
 
 from optrepro.io import atomic_write_json
 from optrepro.nos import fitness, integrity, search, space, stages
-from optrepro.nos.space import E, U, B, Genome, final_genome, genome_from_json, genome_to_json
+from optrepro.nos.space import B, U, Genome, final_genome, genome_from_json, genome_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -359,8 +359,8 @@ def test_snakemake_dag_has_fifty_independent_particle_chains(tmp_path):
     """`snakemake -n` at full scale: every job's inputs and outputs, so every dependency between jobs."""
     plan, config = full_plan(tmp_path)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({**config, "results_dir": "results"}))
-    dry = subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--cores", "1", "-n", "--", "nos_search"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    dry = subprocess.run([str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--cores", "1", "-n", "--",
+                          "nos_search"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
     assert dry.returncode == 0, dry.stderr[-2000:]
     jobs = []  # (rule, inputs, outputs)

@@ -264,7 +264,7 @@ def evaluations(s: Search) -> list[planmod.DeferredSpec]:
         for j in range(1, s.steps + 1):
             out.extend(evaluation(s, "slot", f"p{i:03d}-s{j}-m{m}", step_path(s, i, j - 1),
                                   {"particle": i, "step": j, "slot": m}) for m in range(s.mutants))
-        if s.reeval_seed is not None:  # every genome the chain held, re-scored: step 0 was not selected, steps >= 1 were
+        if s.reeval_seed is not None:  # every genome the chain held: step 0 was not selected, steps >= 1 were
             out.extend(evaluation(s, "reeval", f"p{i:03d}-reeval-s{j}", step_path(s, i, j), {"particle": i, "step": j})
                        for j in range(s.steps + 1))
     out.extend(evaluation(s, "random", f"random-{k:04d}", genomes_path(s, "random"), {"genome": k})
