@@ -253,7 +253,7 @@ def evaluation(s: Search, role: str, label: str, depends_on: Path, index: Mappin
                 "epochs": max(1, round(steps / steps_per_pass)),
                 "nos": {"search": s.to_json(), "role": role, "label": label, "index": dict(index), "stage": group}}
     return planmod.DeferredSpec(key=f"nos/{s.name}/{label}", template=template, depends_on=str(depends_on),
-                                resolver="nos_evaluation", tags={"stage": group, "nos_role": role})
+                                resolver="nos.evaluation", tags={"stage": group, "nos_role": role})
 
 
 def evaluations(s: Search) -> list[planmod.DeferredSpec]:
@@ -280,7 +280,7 @@ def _attempt_record(chrom: search.OptChrom, record: Mapping[str, Any]) -> dict:
     return {"genome": chrom.to_json(), "key": chrom.key(), "text": chrom.to_genome().text(), **keep}
 
 
-@planmod.register_resolver("nos_evaluation")
+@planmod.register_resolver("nos.evaluation")
 def resolve_evaluation(template: Mapping[str, Any], dependency: Mapping[str, Any]) -> dict:
     """Build the genome, run the sweep (with the mutants' retries), record it, return the run to train."""
     nos = template["nos"]
