@@ -257,6 +257,7 @@ def test_smoke_search_runs_every_stage(smoke_search):
     assert summary["pool"]["evaluated"] == s.pool and len(summary["chains"]) == s.particles == 2
     assert summary["evolution"]["slots"] == s.particles * s.steps * s.mutants
     assert summary["evolution"]["slot_evaluations"] >= summary["evolution"]["slots"]
+    assert sum(summary["evolution"]["chosen_momentum"].values()) == summary["evolution"]["chosen_steps"]
     assert summary["random_search"]["evaluations"] == s.particles * (1 + s.steps * s.mutants)
     assert summary["integrity_check"]["sample"] == s.rejected_sample
     assert summary["winners_curse"]["pairs_by_step"] == [
@@ -511,3 +512,15 @@ def test_bad_nos_config_is_refused_naming_the_value(tmp_path):
         validate_config(config, tmp_path / "config", ROOT / "workflow" / "schemas")
     with pytest.raises(ValueError, match="pool of at least"):
         stages.searches(nos_config(particles=9), "smoke", {"results_dir": str(tmp_path)})
+
+
+def test_a_genome_spec_is_content_addressed():
+    from optrepro.plan import run_id
+
+    ctx = fitness.RunContext("smoke", "results/smoke", SMOKE_PROXY)
+    genome = final_genome("opt10")
+    spec = lambda g: fitness.run_spec(ctx, json.loads(json.dumps(genome_to_json(g))), 1e-2, "final")  # noqa: E731
+    named = Genome(genome.nodes, momentum=genome.momentum, name="another label")
+    assert run_id(spec(genome)) == run_id(spec(named))  # the name is a label, not content
+    assert run_id(spec(genome)) != run_id(spec(Genome(genome.nodes, momentum=genome.momentum, flip=True)))
+    assert run_id(spec(genome)) != run_id(spec(Genome(genome.nodes, momentum="none")))

@@ -429,7 +429,11 @@ def summarize(s: Search) -> dict:
         "particles": {"chosen_init_fitness": [p["init_fitness"] for p in pool["particles"]]},
         "evolution": {"slot_evaluations": slot_evals, "slot_evaluations_failed": slot_failed,
                       "slots": s.particles * s.steps * s.mutants, "slots_all_attempts_failed": slots_all_failed,
-                      "chosen_steps": s.particles * s.steps, "train_steps": evolution_steps},
+                      "chosen_steps": s.particles * s.steps, "train_steps": evolution_steps,
+                      # as the authors' log counts them: the winners of steps 1..K
+                      "chosen_momentum": {k: sum(c["momentum"][1:].count(k) for c in chains)
+                                          for k in search.MOMENTUM},
+                      "final_fitness": [c["fitness"][-1] for c in chains]},
         "chains": chains,
     }
     if s.reeval_seed is not None:  # score minus re-score, where both succeeded
