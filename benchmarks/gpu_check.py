@@ -1,8 +1,9 @@
-"""Every GPU check in one command (`make gpu-check`), at most about 13 minutes, no network needed.
+"""Every GPU check in one command (`make gpu-check`), at most about 17 minutes, no network needed.
 
 Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
 1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm:
-benchmarks/RESULTS.md) and the data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests
+benchmarks/RESULTS.md), the NOS search proxy's training step with the genome step eager and compiled, and the
+data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests
 step` runs a subset, for machines that limit a command's time. Writes
 benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions found,
 and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
@@ -32,7 +33,7 @@ def run(title: str, cmd: list[str], timeout: int) -> str:
     return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
 
 
-SECTIONS = ("tests", "step", "nos", "data")
+SECTIONS = ("tests", "step", "nos", "nosproxy", "data")
 NOS_NAMES = [f"nos_opt{i}" for i in range(1, 11)] + [f"nos_a{i}" for i in range(1, 6)]
 
 
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     if "nos" in wanted:
         sections.append(run("NOS genomes compiled on CUDA", [py, "benchmarks/optim_step.py", "--device", "cuda",
                                                              "--compile", "--repeats", "3", *NOS_NAMES], 240))
+    if "nosproxy" in wanted:  # whether the search's runs gain from the compiled step (RESULTS.md, NOS search)
+        sections.append(run("NOS search proxy: whole training step, eager vs compiled genome step",
+                            [py, "benchmarks/nos_proxy_step.py", "--device", "cuda"], 240))
     if "data" in wanted and (ROOT / "benchmarks" / "data_pipeline.py").exists():
         sections.append(run("Input pipeline throughput", [py, "benchmarks/data_pipeline.py", "--device", "cuda"], 90))
     report = "\n".join(sections)

@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from optrepro import paper, tune, workflow
     from optrepro.data import commands as data_commands
+    from optrepro.nos import stages as nos_stages
 
-    for module in (workflow, paper, tune, data_commands):
+    for module in (workflow, paper, tune, data_commands, nos_stages):
         module.add_commands(sub)
     return parser
 

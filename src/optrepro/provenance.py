@@ -37,9 +37,16 @@ def _static() -> dict:
 
 
 def provenance(device=None) -> dict:
+    """The volatile facts of a run, asked for once at its end. `optimizer_step` says whether the run's optimizer
+    steps ran compiled (optim/_compiled.py's count since the previous provenance record): a speed setting that
+    changes no number beyond rounding, so it lives here and not in the run id."""
     import torch
 
+    from optrepro.optim import _compiled
+
     info = dict(_static())
+    compiled = _compiled.take_call_counts()
+    info["optimizer_step"] = {"compiled": bool(compiled), "compiled_calls": compiled}
     info["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
                      "deterministic": torch.are_deterministic_algorithms_enabled()}
     if device is not None and getattr(device, "type", str(device)) == "cuda":

@@ -321,3 +321,30 @@ class EarlyStopping(_Monitor):
         if self.wait >= self.patience:
             self.should_stop = True
             self.stopped_epoch = int(epoch)
+
+
+@register_controller("threshold_stop", {"monitor": "train/accuracy", "threshold": 0.25, "start_from_epoch": 1})
+class ThresholdStop(Controller):
+    """Stop a run whose metric is still below `threshold` at an evaluation of epoch >= start_from_epoch (epochs
+    count from 1 at the end of the first; NaN compares False and does not stop, as in Keras). The NOS search's FiveEpochCallback: its Keras
+    epoch index k (from 0) is epoch k + 1 here, so FiveEpochCallback(epoch=2) is start_from_epoch=3."""
+
+    def __init__(self, monitor, threshold, start_from_epoch):
+        if int(start_from_epoch) < 1:
+            raise ValueError(f"threshold_stop start_from_epoch must be >= 1, got {start_from_epoch!r}")
+        self.monitor = str(monitor)
+        self.threshold = float(threshold)
+        self.start_from_epoch = int(start_from_epoch)
+        self.stopped_epoch = -1
+        self.lr_factor = 1.0
+        self.should_stop = False
+
+    def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
+        if self.monitor not in metrics:
+            raise KeyError(f"controller monitors {self.monitor!r}, which is not among the evaluated metrics: "
+                           f"{', '.join(sorted(metrics))}")
+        if epoch < self.start_from_epoch or self.should_stop:
+            return
+        if float(metrics[self.monitor]) < self.threshold:
+            self.should_stop = True
+            self.stopped_epoch = int(epoch)

@@ -391,3 +391,37 @@ def cyclical_momentum(t: int, total: int, warmup: int, hold: int, high: float = 
     rest = total - warmup - hold
     k = t - warmup - hold
     return low + (high - low) * (k / (rest - 1) if rest > 1 else 0.0)
+
+
+# ---- canonical JSON (a genome as a run's hyperparameter) -------------------------------------------------
+
+def _decay_to_json(expr: Decay | None):
+    return None if expr is None else [expr[0], *(c if expr[0] == "a" else _decay_to_json(c) for c in expr[1:])]
+
+
+def _decay_from_json(data) -> Decay | None:
+    if data is None:
+        return None
+    if data[0] == "a":
+        return ("a", int(data[1]))
+    return (data[0], *(_decay_from_json(c) for c in data[1:]))
+
+
+def genome_to_json(genome: Genome) -> dict:
+    """The genome as plain JSON: what a run spec records (so equal genomes give equal run ids). The name is a
+    label and left out; an edge is [source, decay] or [source, decay, false] for a decay use_decay cannot switch off."""
+    nodes = [[n.op, [[e.source, _decay_to_json(e.decay)] + ([] if e.switchable else [False]) for e in n.inputs]]
+             for n in genome.nodes]
+    return {"nodes": nodes, "momentum": genome.momentum, "lr_decay": _decay_to_json(genome.lr_decay),
+            "flip": genome.flip}
+
+
+def genome_from_json(data: dict, name: str = "") -> Genome:
+    expected = {"nodes", "momentum", "lr_decay", "flip"}
+    if not isinstance(data, dict) or set(data) != expected:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"a genome is a dict with keys {sorted(expected)}; got {got}")
+    nodes = tuple(Node(op, tuple(Edge(e[0], _decay_from_json(e[1]), bool(e[2]) if len(e) > 2 else True)
+                                 for e in inputs)) for op, inputs in data["nodes"])
+    return Genome(nodes, momentum=data["momentum"], lr_decay=_decay_from_json(data["lr_decay"]),
+                  flip=bool(data["flip"]), name=name)

@@ -219,8 +219,22 @@ def split_compilable(tensor_lists: list[list[torch.Tensor]]) -> tuple[list[int],
     return take, rest
 
 
+# Compiled kernel calls (one per optimizer step and param group) since the last `take_call_counts()`, per
+# backend. The training loop records provenance once per run, at its end (optrepro.provenance reads and clears
+# this), so a run's result says whether its optimizer steps ran compiled, and its run id does not.
+_CALLS: dict[str, int] = {}
+
+
+def take_call_counts() -> dict[str, int]:
+    """{backend: compiled kernel calls (one per optimizer step and param group)} since the previous call; restart."""
+    counts = dict(_CALLS)
+    _CALLS.clear()
+    return counts
+
+
 def run(kernel: FusedKernel, tensor_lists: list[list[torch.Tensor]], rows: list[list[float]]) -> None:
     """Run a compiled kernel over compilable tensors of any mix of devices and dtypes (one bucket each)."""
+    _CALLS[kernel.backend] = _CALLS.get(kernel.backend, 0) + 1
     buckets: dict[tuple, list[int]] = {}
     for i, t in enumerate(tensor_lists[0]):
         buckets.setdefault((t.device, t.dtype), []).append(i)

@@ -1,6 +1,7 @@
 """Registry entries for the papers' own optimizers: CaAdam, the line searches, the NOS expression optimizers
 (torch-free metadata). Authors' code: remigenet/CaAdam@ce14f7e, OUStudent/NeuralOptimizerSearch@005dfce,
 TheMody/Improving-Line-Search-Methods-for-Large-Scale-Neural-Network-Training@14be82a."""
+from optrepro.nos.space import final_genome, genome_to_json
 from optrepro.optim.registry import OptimizerInfo, register
 
 _LR = {"type": "log_uniform"}
@@ -82,6 +83,19 @@ for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
         description=f"NOS final optimizer {_name} from its genome (finalOptimizers.py); "
                     "total_steps is needed when decays or cyclical momentum are on",
     ))
+
+# A searched genome (optrepro.nos.search) as a run: the genome is a hyperparameter, so the run id addresses it.
+# Defaults are the search code's: decays on, its Nesterov form (w += b - lr u) and its expMovAvg; the default
+# genome is Adam's, v_hat / (sqrt(s_hat) + eps), with betas (0.9, 0.99).
+register(OptimizerInfo(
+    name="nos_genome", target="optrepro.optim.nos_expr:NOSGenome",
+    defaults={"genome": genome_to_json(final_genome("adam")), "lr": 1e-3, "use_decay": True, "total_steps": None, "momentum_schedule": "cyclical",
+              "momentum": 0.9, "warmup_steps": 0, "hold_steps": 0, "nesterov_form": "search", "a14": "search",
+              "ema_form": "code"},
+    search_space={"default": {"lr": {**_LR, "low": 1e-5, "high": 10.0}}},
+    paper="nos",
+    description="a NOS genome given as canonical JSON (optrepro.nos.space.genome_to_json); the search's "
+                "settings by default; total_steps is needed when decays or cyclical momentum are on"))
 
 # ---- fuzzy second-order method (arXiv 2403.15416): every open choice is a named argument (our defaults) ----
 register(OptimizerInfo(

@@ -29,6 +29,10 @@ mu is the cyclical momentum (0.95 -> 0.85 over the warmup, hold, back to 0.95) w
 callback did: for the paper's runs the schedule `warmup_hold_cosine` (optrepro.schedules) with the same
 warmup_steps and hold_steps as given here (the authors': 6400 and 12800 of 96000 steps).
 
+`ema_form`: the `ema` op's bias correction, "fixed" (1 - 0.95^(t+1)) or "code" (the search code divides by
+1 - 0.95^0 = 0, so the op's output is inf/NaN). `NOSGenome` takes a genome as canonical JSON
+(optrepro.nos.space.genome_to_json), the search's settings as its defaults: registered as `nos_genome`.
+
 Decays need the run length: `total_steps` (T) must be given when the genome's decays are on (use_decay=True,
 or a decay marked not switchable, as Opt4's atan(a13)) or the momentum schedule is cyclical; t counts from 0 as
 Keras' `iterations` did. The authors' final classes default to use_decay=False; so does this class.
@@ -46,6 +50,7 @@ from optrepro.optim._base import closure_loss, default_foreach
 
 MOMENTUM_SCHEDULES = ("cyclical", "constant")
 NESTEROV_FORMS = ("final", "search")
+EMA_FORMS = ("fixed", "code")
 
 # operand -> the EMA buffers it needs: name -> (beta, power of g)
 _BUFFERS = {"v": (0.9, 1), "s": (0.99, 2), "lam": (0.999, 3), "ell": (0.999, 2)}
@@ -316,14 +321,15 @@ class NOSExpression(Optimizer):
     def __init__(self, params, genome: Genome | str = "adam", lr: float = 1e-3, use_decay: bool = False,
                  total_steps: int | None = None, momentum_schedule: str = "cyclical", momentum: float = 0.9,
                  warmup_steps: int = 0, hold_steps: int = 0, nesterov_form: str = "final", a14: str = "search",
-                 opt1_form: str = "code", flip: bool | None = None, foreach: bool | None = None,
-                 compile: bool | str = False):
+                 opt1_form: str = "code", flip: bool | None = None, ema_form: str = "fixed",
+                 foreach: bool | None = None, compile: bool | str = False):
         if isinstance(genome, str):
             genome = final_genome(genome, opt1_form)
         if not isinstance(genome, Genome):
             raise TypeError(f"genome must be a Genome or one of {', '.join(FINAL_NAMES)}")
         for what, value, choices in (("momentum_schedule", momentum_schedule, MOMENTUM_SCHEDULES),
-                                     ("nesterov_form", nesterov_form, NESTEROV_FORMS), ("a14", a14, ("search", "final"))):
+                                     ("nesterov_form", nesterov_form, NESTEROV_FORMS), ("a14", a14, ("search", "final")),
+                                     ("ema_form", ema_form, EMA_FORMS)):
             if value not in choices:
                 raise ValueError(f"unknown {what} {value!r}. Valid choices: {', '.join(choices)}")
         if lr < 0:
@@ -336,6 +342,7 @@ class NOSExpression(Optimizer):
             raise ValueError(f"genome {genome.name or genome.text()!r} needs total_steps (its decays or cyclical "
                              f"momentum are functions of t/T); got {total_steps!r}")
         self.flip = genome.flip if flip is None else flip
+        self.ema_form = ema_form
         self._operands = genome.operands()
         self._buffers = sorted({b for o in self._operands for b in _OPERAND_BUFFERS.get(o, ())})
         self._stateful_nodes = [i for i, node in enumerate(genome.nodes) if node.op in _STATEFUL]
@@ -355,7 +362,8 @@ class NOSExpression(Optimizer):
     def _scalars(self, group: dict, t: int) -> dict[str, float]:
         """The step's scalars for evaluate_genome (functions of t, the LR and the group's settings)."""
         scalars = {f"correction_{name}": 1 - _BUFFERS[name][0] ** (t + 1) for name in self._buffers}
-        scalars["ema_correction"] = 1 - 0.95 ** (t + 1)
+        # the authors' expMovAvg divides by 1 - 0.95^iterations with iterations never advanced from 0: by 0
+        scalars["ema_correction"] = 1 - 0.95 ** (t + 1) if self.ema_form == "fixed" else 0.0
         for i, node in enumerate(self.genome.nodes):
             for j, edge in enumerate(node.inputs):
                 decay = self._decay(edge.decay, edge.switchable, group, t)
@@ -481,3 +489,19 @@ def _named_class(genome_name: str) -> type:
 
 for _name in FINAL_NAMES:
     globals()[f"NOS{_name.capitalize()}"] = _named_class(_name)
+
+
+class NOSGenome(NOSExpression):
+    """A searched genome, given as its canonical JSON (optrepro.nos.space.genome_to_json), so that a run spec
+    holds the genome itself and equal genomes share run ids. Defaults are the search's: decays on, the search
+    code's Nesterov form and its expMovAvg (ema_form="code")."""
+
+    def __init__(self, params, genome: dict | None = None, lr: float = 1e-3, use_decay: bool = True,
+                 nesterov_form: str = "search", ema_form: str = "code", compile: bool | str = False, **kwargs):
+        from optrepro.nos.space import genome_from_json
+
+        if genome is None:
+            raise ValueError("optimizer nos_genome needs a genome (hyperparameter 'genome', "
+                             "optrepro.nos.space.genome_to_json of a Genome)")
+        super().__init__(params, genome=genome_from_json(genome), lr=lr, use_decay=use_decay,
+                         nesterov_form=nesterov_form, ema_form=ema_form, compile=compile, **kwargs)

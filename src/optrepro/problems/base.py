@@ -58,6 +58,29 @@ class Split:
         return moved
 
 
+class EpochSample(Split):
+    """A training split whose epoch is `length` examples, not one pass: the epoch's order is fresh permutations
+    of the whole split, concatenated and cut at `length` (an epoch longer than the split wraps around). For
+    protocols that count an epoch in steps (Keras `steps_per_epoch` over a repeated dataset)."""
+
+    def __init__(self, base: Split, length: int):
+        if length < 1:
+            raise ValueError(f"an epoch needs at least one example, got length {length}")
+        super().__init__(*base.tensors, transform=base.transform)
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.tensors[0])
+        perms = [torch.randperm(n, generator=generator) for _ in range(-(-self.length // n))]
+        return torch.cat(perms)[:self.length]
+
+    def to(self, device) -> "EpochSample":
+        return EpochSample(Split.to(self, device), self.length)
+
+
 @dataclass
 class Output:
     loss: torch.Tensor  # the mean loss that is differentiated (regularizer included)

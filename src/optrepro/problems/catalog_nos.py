@@ -1,7 +1,8 @@
 """NOS (Morgan & Hougen 2024) workloads: the CIFAR-10 search proxies and the EfficientNetV2-S transfer set
 (proxies: OUStudent/NeuralOptimizerSearch@005dfce NeuralOptimizerSearch.py; transfer set: arXiv 2404.06679, abstract).
-Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128; `epochs` here counts passes over
-the 45k training images, so configs set the step budget themselves."""
+Proxy runs: 40 "epochs" of 200 (init) or 400 (evolution) steps of batch 128; `epochs` here counts passes over the
+45k training images unless the problem argument `epoch_examples` sets an epoch's length (steps x batch size), as
+the search does (optrepro.nos.fitness)."""
 from optrepro.problems.registry import ProblemInfo, register
 
 I = "optrepro.problems.images:"
@@ -16,8 +17,9 @@ for name, cls, description in (
         name=name,
         target=I + cls,
         defaults={"full": {"batch_size": 128, "epochs": 40, "eval_every": 1, "weight_decay": 0.0}, "smoke": SMOKE},
-        args={"image_size": 0, "label_smoothing": 0.0},
+        args={"image_size": 0, "label_smoothing": 0.0, "epoch_examples": 0},
         datasets=("cifar10",),
+        impl_version=2,  # 2: training metrics on a fixed 5,000 images; epoch_examples
         papers=("nos",),
         cost_per_epoch_s={"full": 4.0, "smoke": 0.2},
         gpu=True,

@@ -13,7 +13,7 @@ model families at toy size (torchvision ResNet(BasicBlock, [1,1,1,1]), timm test
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optrepro.problems.base import Output, Problem, Split, classification_output, data_root
+from optrepro.problems.base import EpochSample, Output, Problem, Split, classification_output, data_root
 from optrepro.problems.models.keras_nets import NOSConvNet
 from optrepro.problems.models.library import timm_model, torchvision_resnet
 from optrepro.problems.sources import (digits_images, fixed_permutation, labels, load_source, nhwc_to_nchw,
@@ -169,6 +169,7 @@ class FuzzyTinyImageNetEfficientNetB3(ImageClassification):
 
 
 # --- NOS (NeuralOptimizerSearch.py fitness functions; arXiv 2404.06679 abstract) ------------------------
+@dataclass
 class NOSCifar10ConvNet(ImageClassification):
     """The search's `fitness_function_init` surrogate: ConvNet(base 32), images in [0, 1], no augmentation;
     Keras CIFAR-10 train images 0..44,999 train and 45,000..49,999 validate."""
@@ -180,6 +181,20 @@ class NOSCifar10ConvNet(ImageClassification):
     mean: ClassVar[tuple[float, ...]] = (0.0, 0.0, 0.0)
     std: ClassVar[tuple[float, ...]] = (1.0, 1.0, 1.0)
     base: ClassVar[int] = 32
+    # the search's early kills read the training accuracy after every 200-step epoch: a fixed 5,000 images
+    # (evaluated as a whole pass they would cost more than the epoch's training)
+    train_eval_size: ClassVar[int | None] = 5000
+    # > 0: an epoch is this many examples (the search's 200 or 400 steps of 128), drawn as EpochSample does
+    epoch_examples: int = 0
+
+    def data_args(self) -> dict:
+        return {"epoch_examples": self.epoch_examples} if self.epoch_examples else {}
+
+    def splits(self) -> dict[str, Split]:
+        if not self.epoch_examples:
+            return super().splits()
+        whole = replace(self, epoch_examples=0).splits()  # loaded once, shared by every epoch length
+        return {**whole, "train": EpochSample(whole["train"], self.epoch_examples)}
 
     def build_model(self) -> nn.Module:
         return NOSConvNet(self.base if self.scale == "full" else 8, self.num_classes)
