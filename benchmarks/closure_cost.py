@@ -22,7 +22,7 @@ import time
 import torch
 
 from optrepro import optim, problems
-from optrepro.closure import StepClosure
+from optrepro.closure import NoiseRNG, StepClosure
 
 DEFAULT_NAMES = ("sls", "adasls", "adamsls", "alsals", "fuzzy_second_order")
 
@@ -40,13 +40,15 @@ class Run:
         torch.manual_seed(seed)
         self.model = problem.build_model()
         self.model.train()
+        self.trial_batchnorm, self.noise = "frozen", NoiseRNG("cpu")
         if name == "torch_adam":
             self.optimizer, self.closure_based = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True), False
         else:
             info = optim.info(name)  # unknown names fail here, with the valid choices
-            hparams = {"total_steps": steps} if info.defaults.get("total_steps", 0) is None else {}
+            hparams = info.fill_run_length({}, steps)
             self.optimizer = optim.build(name, self.model, **hparams)
             self.closure_based = info.requires_closure
+            self.trial_batchnorm = info.trial_batchnorm_for(hparams)
         self.train = problem.splits()["train"]
         self.generator = torch.Generator().manual_seed(seed)
         self.batch_size = batch_size
@@ -60,8 +62,8 @@ class Run:
         index = torch.randint(len(self.train), (self.batch_size,), generator=self.generator)
         batch = self.train.batch(index)
         start = time.perf_counter()
-        closure = StepClosure(self.model, self.problem.forward, [batch], [self.step_index],
-                              trial_batchnorm=getattr(self.optimizer, "trial_batchnorm", "frozen"))
+        closure = StepClosure(self.model, self.problem.forward, [batch], trial_batchnorm=self.trial_batchnorm,
+                              noise=self.noise if self.closure_based else None)
         if self.closure_based:
             self.optimizer.step(closure)
         else:

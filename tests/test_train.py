@@ -1,5 +1,6 @@
 """The run contract: determinism, batches, resume after SIGKILL, closures, controllers, divergence."""
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -14,7 +15,7 @@ from optrepro.cli import main as cli_main
 from optrepro.optim.registry import OPTIMIZERS, OptimizerInfo
 from optrepro.plan import make_spec, run_id
 from optrepro.runner import run_batch, run_one
-from optrepro.train import CHECKPOINT, METRICS, RESULT, load_result
+from optrepro.train import CHECKPOINT, LOG_EVERY_STEPS, METRICS, RESULT, load_result
 
 
 def spec(**kw):
@@ -127,7 +128,7 @@ def test_sigkill_at_twenty_random_points_resumes_to_identical_results(tmp_path):
 
 @pytest.fixture
 def lbfgs(monkeypatch):
-    info = OptimizerInfo(name="test_lbfgs", target="torch.optim:LBFGS", requires_closure=True,
+    info = OptimizerInfo(name="test_lbfgs", target="torch.optim:LBFGS", closure="loss",
                          defaults={"lr": 0.5, "max_iter": 3, "history_size": 5})
     monkeypatch.setitem(OPTIMIZERS._entries, "test_lbfgs", info)
     return info
@@ -158,7 +159,7 @@ def test_gradient_accumulation_covers_all_micro_batches(tmp_path):
     assert abs(a["final"]["test"]["loss"] - b["final"]["test"]["loss"]) < 1e-4
 
 
-def test_optimizer_internals_are_logged(tmp_path, monkeypatch):
+def test_optimizer_internals_and_train_losses_are_logged_at_log_points(tmp_path, monkeypatch):
     class LoggingSGD(torch.optim.SGD):
         def internals(self):
             return {"lr0": self.param_groups[0]["lr"]}
@@ -167,12 +168,25 @@ def test_optimizer_internals_are_logged(tmp_path, monkeypatch):
     monkeypatch.setattr(optim_pkg, "LoggingSGD", LoggingSGD, raising=False)
     monkeypatch.setitem(OPTIMIZERS._entries, "test_logging_sgd",
                         OptimizerInfo(name="test_logging_sgd", target="optrepro.optim:LoggingSGD",
-                                      defaults={"lr": 0.1}))
-    s = spec(optimizer="test_logging_sgd", epochs=1, schedule={"name": "cosine"})
+                                      defaults={"lr": 0.1}, internals=True))
+    s = spec(optimizer="test_logging_sgd", epochs=3, schedule={"name": "cosine"})
     run_one(s, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
-    lrs = [r["lr0"] for r in records if r["kind"] == "optim"]
-    assert len(lrs) == 1197 // 64 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.01  # cosine decays
+    train = [r for r in records if r["kind"] == "train"]
+    # 18 steps per epoch: the epoch ends and every LOG_EVERY_STEPS (50) steps
+    assert LOG_EVERY_STEPS == 50 and [r["step"] for r in train] == [18, 36, 50, 54]
+    lrs = [r["lr0"] for r in train]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.1 and lrs[-1] < 0.001  # the cosine reached the group
+    assert all(math.isfinite(r["loss"]) for r in train) and train[-1]["loss"] < train[0]["loss"]
+
+
+def test_a_diverged_run_stops_at_the_next_log_point_and_names_the_first_bad_step(tmp_path):
+    s = spec(optimizer="sgd", hparams={"lr": 1e30}, epochs=3)
+    run_one(s, tmp_path)
+    result = deterministic(tmp_path, s)
+    assert result["status"] == "diverged"
+    assert result["diverged_at_step"] is not None and result["diverged_at_step"] < result["steps"]
+    assert result["steps"] % 18 == 0  # the end of an epoch: the first log point after the loss went bad
 
 
 # --- the papers' closure optimizers through the loop -------------------------------------------------
@@ -191,8 +205,8 @@ def test_closure_optimizers_pass_counts_match_their_own_counters(tmp_path, name)
     assert result["status"] == "ok"
     assert result["forward_passes"] >= result["steps"] == 1197 // 256
     records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
-    internals = [r for r in records if r["kind"] == "optim"]
-    assert len(internals) == result["steps"]
+    internals = [r for r in records if r["kind"] == "train"]
+    assert len(internals) == 1  # one log point: the end of the only epoch
     if "forward_evals" in internals[-1]:
         assert internals[-1]["forward_evals"] == result["forward_passes"]
 

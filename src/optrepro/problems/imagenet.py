@@ -223,6 +223,9 @@ class JpegFileSplit(Split):
         return order
 
     # --- batches ----------------------------------------------------------------------------------
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        return self.batch(torch.arange(start, stop))
+
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         index = index.detach().cpu().reshape(-1).to(torch.int64)
         rows = index.numpy()
