@@ -23,6 +23,7 @@ batch counts 1 forward and 1 backward (the project's cost unit).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, Sequence
 
@@ -68,6 +69,11 @@ class NoiseRNG:
             torch.cuda.set_rng_state(states[1].cpu(), self.device)
 
 
+@functools.lru_cache(maxsize=64)
+def _takes_full_precision(forward: Callable[..., Any]) -> bool:
+    return "full_precision" in inspect.signature(forward).parameters  # read once per function, not per step
+
+
 class StepClosure:
     """One optimizer step's loss, as a one-argument closure (see the module docstring).
 
@@ -83,7 +89,7 @@ class StepClosure:
             raise unknown("trial_batchnorm", trial_batchnorm, TRIAL_BATCHNORM)
         self.model = model
         self.forward = forward
-        self._forward_takes_precision = "full_precision" in inspect.signature(forward).parameters
+        self._forward_takes_precision = _takes_full_precision(getattr(forward, "__func__", forward))
         self.micro_batches = list(micro_batches)
         self.carry_in = carry
         self.trial_batchnorm = trial_batchnorm
