@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from optrepro.io import atomic_write_text
-from optrepro.problems.registry import SCALES
+from optrepro.problems.registry import SCALES, check_scale
 
 TEX_PACKAGES = ("texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures "
                 "texlive-science lmodern latexmk")
@@ -38,8 +38,7 @@ def provenance_tex(paper_dir: Path, scale: str) -> str:
 
 
 def build_pdf(scale: str, output: Path, paper_dir: Path = Path("paper")) -> None:
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}. Valid choices: {', '.join(SCALES)}")
+    check_scale(scale)
     if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
         raise FileNotFoundError(f"latexmk/pdflatex not found: install the Debian packages {TEX_PACKAGES} "
                                 "(`make tex-deps` does it as root)")

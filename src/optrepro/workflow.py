@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 
 from optrepro import plan as planmod
 from optrepro import problems
-from optrepro.registry import Registry, check_keys
+from optrepro.registry import Registry, check_keys, unknown
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PLANNERS: Registry[Callable[[Mapping[str, Any], str, Mapping[str, Any]], list]] = Registry("planner")
@@ -56,7 +56,7 @@ def paper_config(config_dir: Path, paper: str, scale: str) -> dict[str, Any]:
     path = Path(config_dir) / "papers" / f"{paper}.yaml"
     if not path.exists():
         choices = sorted(p.stem for p in (Path(config_dir) / "papers").glob("*.yaml"))
-        raise ValueError(f"unknown paper {paper!r}: no {path}. Valid choices: {', '.join(choices)}")
+        raise unknown(f"paper (there is no {path})", paper, choices)
     raw = yaml.safe_load(path.read_text()) or {}
     smoke = raw.pop("smoke", {}) or {}
     return deep_merge(raw, smoke) if scale == "smoke" else raw
