@@ -270,3 +270,24 @@ def test_train_metrics_use_the_problems_train_eval_subset(tmp_path, monkeypatch)
     assert a["final"]["train"] != b["final"]["train"]
     # 100 examples: accuracy is a multiple of 1/100
     assert round(b["final"]["train"]["accuracy"] * 100, 6) == round(b["final"]["train"]["accuracy"] * 100)
+
+
+def test_at_best_valid_holds_every_split_at_the_lowest_validation_loss_and_reaches_the_runs_frame(tmp_path):
+    from optrepro.report.aggregate import collect_runs
+
+    # a large lr: the validation loss goes down, then up, so the best evaluation is not the last one
+    s = spec(optimizer="sgd", hparams={"lr": 1.5}, epochs=8, problem_args={"dropout": 0.2})
+    manifest = tmp_path / "manifest.json"
+    assert run_batch([s], tmp_path, manifest=manifest) == 0
+    result = deterministic(tmp_path, s)
+    evals = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
+    evals = [r for r in evals if r["kind"] == "eval" and r["epoch"] > 0]  # after training started
+    best = min(evals, key=lambda r: r["valid/loss"])  # min keeps the first of equals, as the loop does
+    at = result["at_best_valid"]
+    assert (at["epoch"], at["step"]) == (best["epoch"], best["step"])
+    for split in ("train", "valid", "test"):
+        assert at[split] == {k.split("/")[1]: v for k, v in best.items() if k.startswith(f"{split}/")}
+    assert best is not evals[-1], "the test needs a run whose last evaluation is not its best"
+    row = collect_runs([manifest], root=tmp_path).iloc[0]
+    assert row["at_best_valid.test.accuracy"] == at["test"]["accuracy"] and row["at_best_valid.epoch"] == at["epoch"]
+    assert row["final.test.accuracy"] == result["final"]["test"]["accuracy"]

@@ -18,7 +18,7 @@ CLAIMS_SCHEMA = PAPER_DIR / "claims.schema.json"
 class Quantity:
     metric: str
     split: str
-    value: str          # final | best | max | smoothed
+    value: str          # final | best | max | smoothed | at_best_valid
     aggregation: str    # mean | median
     points: bool = False
 
