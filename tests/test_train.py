@@ -291,3 +291,82 @@ def test_at_best_valid_holds_every_split_at_the_lowest_validation_loss_and_reach
     row = collect_runs([manifest], root=tmp_path).iloc[0]
     assert row["at_best_valid.test.accuracy"] == at["test"]["accuracy"] and row["at_best_valid.epoch"] == at["epoch"]
     assert row["final.test.accuracy"] == result["final"]["test"]["accuracy"]
+
+
+# --- the declarations the loop reads, through the loop ------------------------------------------------
+
+class OwnStep(torch.optim.Optimizer):
+    """Owns its step size (`step_size`, no lr) and multiplies it by the loop's lr_multiplier."""
+
+    def __init__(self, params, step_size=0.1):
+        super().__init__(params, {"step_size": step_size})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["step_size"] * group["lr_multiplier"])
+
+    def internals(self):
+        return {"multiplier": float(self.param_groups[0]["lr_multiplier"])}
+
+
+class HvpSGD(torch.optim.SGD):
+    """An SGD step that also takes a Hessian-vector product through the closure (closure="hvp")."""
+
+    def step(self, closure=None):
+        with torch.enable_grad():
+            loss = closure(backward=True, create_graph=True)
+            params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            hv = torch.autograd.grad(grads, params, grad_outputs=[torch.ones_like(g) for g in grads])
+        self.hv_norm = float(torch.stack([h.norm() for h in hv]).norm())
+        for p, g in zip(params, grads):
+            p.grad = g.detach()
+        super().step()
+        return loss
+
+    def internals(self):
+        return {"hv_norm": self.hv_norm}
+
+
+def test_a_multiplier_schedule_reaches_a_step_owning_optimizer_as_declared(tmp_path, monkeypatch):
+    import optrepro.optim as optim_pkg
+
+    monkeypatch.setattr(optim_pkg, "OwnStep", OwnStep, raising=False)
+    monkeypatch.setitem(OPTIMIZERS._entries, "test_own_step", OptimizerInfo(
+        name="test_own_step", target="optrepro.optim:OwnStep", defaults={"step_size": 0.1},
+        lr_schedule="multiplier", internals=True))
+    ours = spec(optimizer="test_own_step", epochs=3, schedule={"name": "cosine"})
+    sgd = spec(optimizer="sgd", hparams={"lr": 0.1}, epochs=3, schedule={"name": "cosine"})
+    run_batch([ours, sgd], tmp_path)
+    # the same arithmetic as SGD with lr 0.1 under the same schedule
+    assert deterministic(tmp_path, ours)["final"]["test"]["loss"] == pytest.approx(
+        deterministic(tmp_path, sgd)["final"]["test"]["loss"], rel=1e-5)
+    records = [json.loads(line) for line in (tmp_path / "runs" / run_id(ours) / METRICS).read_text().splitlines()]
+    multipliers = [r["multiplier"] for r in records if r["kind"] == "train"]
+    assert multipliers == sorted(multipliers, reverse=True) and multipliers[-1] < 0.01  # what the step used
+
+
+def test_an_hvp_closure_optimizer_trains_through_the_loop(tmp_path, monkeypatch):
+    import optrepro.optim as optim_pkg
+
+    monkeypatch.setattr(optim_pkg, "HvpSGD", HvpSGD, raising=False)
+    monkeypatch.setitem(OPTIMIZERS._entries, "test_hvp_sgd", OptimizerInfo(
+        name="test_hvp_sgd", target="optrepro.optim:HvpSGD", defaults={"lr": 0.1}, closure="hvp",
+        internals=True))
+    s = spec(optimizer="test_hvp_sgd", epochs=1)
+    run_one(s, tmp_path)
+    result = deterministic(tmp_path, s)
+    assert result["status"] == "ok" and result["backward_passes"] == result["steps"]
+    records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
+    assert [r["hv_norm"] > 0 for r in records if r["kind"] == "train"] == [True]
+
+
+def test_a_schedule_for_an_optimizer_that_owns_its_step_size_is_refused_at_plan_time():
+    with pytest.raises(ValueError, match="'fuzzy_second_order' sets its own step size.*schedule 'cosine'"):
+        spec(optimizer="fuzzy_second_order", schedule={"name": "cosine"})
+    with pytest.raises(ValueError, match="controller 'reduce_on_plateau'"):
+        spec(optimizer="sls", controllers=[{"name": "reduce_on_plateau"}])
+    spec(optimizer="sls", controllers=[{"name": "early_stopping"}])  # stops the run, leaves the step size alone

@@ -130,8 +130,13 @@ class StepClosure:
                        if self._forward_takes_precision else self.forward(self.model, batch, carry))
                 carry = out.carry
                 loss = out.loss / n if n > 1 else out.loss
-                if backward:
-                    loss.backward(create_graph=create_graph)
+                if backward and create_graph:  # autograd.grad: no hidden cycle through AccumulateGrad
+                    grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+                    for p, g in zip(self.params, grads):
+                        if g is not None:
+                            p.grad = g if p.grad is None else p.grad + g
+                elif backward:
+                    loss.backward()
                 total = loss.detach() if total is None else total + loss.detach()
                 outputs.append(out)
         if saved is not None:
