@@ -364,9 +364,13 @@ def test_an_hvp_closure_optimizer_trains_through_the_loop(tmp_path, monkeypatch)
     assert [r["hv_norm"] > 0 for r in records if r["kind"] == "train"] == [True]
 
 
-def test_a_schedule_for_an_optimizer_that_owns_its_step_size_is_refused_at_plan_time():
+def test_a_schedule_for_an_optimizer_that_owns_its_step_size_is_refused_at_plan_time(tmp_path):
     with pytest.raises(ValueError, match="'fuzzy_second_order' sets its own step size.*schedule 'cosine'"):
         spec(optimizer="fuzzy_second_order", schedule={"name": "cosine"})
     with pytest.raises(ValueError, match="controller 'reduce_on_plateau'"):
         spec(optimizer="sls", controllers=[{"name": "reduce_on_plateau"}])
     spec(optimizer="sls", controllers=[{"name": "early_stopping"}])  # stops the run, leaves the step size alone
+    hand_written = spec(optimizer="sls")
+    hand_written["schedule"] = {"name": "cosine", "args": {}}  # past make_spec: the loop refuses it too
+    with pytest.raises(ValueError, match="sets its own step size"):
+        run_one(hand_written, tmp_path)

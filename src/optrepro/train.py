@@ -39,6 +39,7 @@ from optrepro import optim, problems, schedules
 from optrepro.closure import NoiseRNG, StepClosure
 from optrepro.io import atomic_write_json, truncate_lines
 from optrepro.optim.registry import LR_MULTIPLIER
+from optrepro.plan import check_schedule_applies
 from optrepro.provenance import provenance
 
 CHECKPOINT = "checkpoint.pt"
@@ -182,6 +183,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * spec["epochs"]
         opt = spec["optimizer"]
         self.opt_info = optim.info(opt["name"])
+        # make_spec refused this already; a spec written by hand must not log a factor it never applies
+        check_schedule_applies(opt["name"], spec["schedule"]["name"], [c["name"] for c in spec["controllers"]])
         hparams = self.opt_info.fill_run_length(opt["hparams"], self.total_steps)
         self.optimizer = optim.build(opt["name"], self.model, **hparams)
         if self.opt_info.lr_schedule == "group_lr":
