@@ -122,27 +122,35 @@ def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | 
     n = len(split) if limit is None else min(limit, len(split))
     was_training = model.training
     model.eval()
-    sums: dict[str, torch.Tensor] = {}  # kept on the device: one synchronisation per evaluation, not per batch
+    names: list[str] | None = None
+    rows: list[torch.Tensor] = []  # each batch's metric sums, kept on the device: one host read per evaluation
     count = 0
     carry = problem.init_carry(batch_size, device)
     # Carried state needs full batches, and DeepOBS problems drop the partial last batch too.
     drop_last = carry is not None or problem.drop_last_eval
+    autocast = spec["precision"] != "fp32"
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if drop_last and stop - start != batch_size:
             break
-        with _autocast(spec, device):
+        if autocast:
+            with _autocast(spec, device):
+                out = problem.forward(model, split.rows(start, stop), carry)
+        else:
             out = problem.forward(model, split.rows(start, stop), carry)
         carry = out.carry
-        for k, v in out.sums.items():
-            v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
-            sums[k] = sums[k] + v.to(sums[k].device) if k in sums else v
+        sums = out.sums
+        if names is None:
+            names = list(sums)
+        rows.append(torch.stack([torch.as_tensor(sums[k], device=device).detach() for k in names]))
         count += out.count
     model.train(was_training)
-    if not sums:
+    if not rows:
         return {}
-    values = torch.stack([v.to(device) for v in sums.values()]).tolist()  # the one host read
-    return {k: v / max(count, 1) for k, v in zip(sums, values)}
+    totals = [0.0] * len(names)
+    for row in torch.stack(rows).double().tolist():  # summed in float64, batch after batch
+        totals = [t + v for t, v in zip(totals, row)]
+    return {k: t / max(count, 1) for k, t in zip(names, totals)}
 
 
 def _better(metric: str, new: float, old: float | None, higher: Mapping[str, bool]) -> bool:
