@@ -374,3 +374,15 @@ def test_a_schedule_for_an_optimizer_that_owns_its_step_size_is_refused_at_plan_
     hand_written["schedule"] = {"name": "cosine", "args": {}}  # past make_spec: the loop refuses it too
     with pytest.raises(ValueError, match="sets its own step size"):
         run_one(hand_written, tmp_path)
+
+
+def test_configure_torch_turns_determinism_on_without_importing_the_compiler_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from optrepro.runner import configure_torch; configure_torch(1); "
+            "assert torch.are_deterministic_algorithms_enabled(), 'off'; "
+            "assert torch.is_deterministic_algorithms_warn_only_enabled(), 'not warn-only'; "
+            "assert 'torch._inductor' not in sys.modules, 'inductor imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
