@@ -350,17 +350,17 @@ class CaAdam(Adam):
             if eps_hat:
                 keys = [key + (count,) for key, count in zip(keys, self._counts(ids, lists[5]))]
             beta1, beta2 = group["betas"]
-            has_complex = any(key[1].is_complex for key in keys)
+            common = dict(  # the call's settings but lr and eps (built once: depth makes one call per tensor)
+                foreach=None if group["fused"] else group["foreach"], fused=bool(group["fused"]),
+                capturable=group["capturable"], differentiable=group["differentiable"], grad_scale=grad_scale,
+                found_inf=found_inf, has_complex=any(key[1].is_complex for key in keys),
+                decoupled_weight_decay=group.get("decoupled_weight_decay", False), amsgrad=group["amsgrad"],
+                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], maximize=group["maximize"])
+            lr, eps = group["lr"], group["eps"]
             for key, bucket in self._buckets(lists, keys).items():
                 # eps_hat: the Keras form is torch's with eps_t at the step count this update makes (stored + 1)
-                eps = self._keras_eps(group, key[3] + 1.0) if eps_hat else group["eps"]
-                adam_functional(
-                    *bucket, foreach=None if group["fused"] else group["foreach"], fused=bool(group["fused"]),
-                    capturable=group["capturable"], differentiable=group["differentiable"], grad_scale=grad_scale,
-                    found_inf=found_inf, has_complex=has_complex,
-                    decoupled_weight_decay=group.get("decoupled_weight_decay", False), amsgrad=group["amsgrad"],
-                    beta1=beta1, beta2=beta2, lr=group["lr"] * key[2], weight_decay=group["weight_decay"], eps=eps,
-                    maximize=group["maximize"])
+                adam_functional(*bucket, lr=lr * key[2], eps=self._keras_eps(group, key[3] + 1.0) if eps_hat else eps,
+                                **common)
             if eps_hat:
                 for i in ids:
                     host[i] += 1
