@@ -2,6 +2,7 @@
 
     python benchmarks/closure_cost.py                          # sls adasls adamsls alsals fuzzy_second_order
     python benchmarks/closure_cost.py sls alsals --steps 100   # a subset
+    python benchmarks/closure_cost.py --torch-closure          # hand the optimizers torch's closure() form
 
 Each optimizer trains the digits MLP (problem "digits_mlp", smoke scale: 64-64-10, real data) with batch 128 for
 `--steps` steps, as src/optrepro/train.py drives it: a StepClosure per step (one micro-batch, replayed noise),
@@ -10,7 +11,8 @@ counters give the passes; the cost unit is REPLICATION.md's "Equal compute" one:
 forward-only = 1/3. Prints a markdown table per optimizer: mean / median / max units per step, the same over the
 first 10% of steps (line searches backtrack most at the start), forward and backward passes per step, and
 seconds per step (closure included), also as a ratio to torch's Adam (one forward+backward and a fused Adam
-step, timed in the same process, interleaved).
+step, timed in the same process, interleaved). With --torch-closure the optimizers get torch's zero-argument
+form (`lambda: closure()`), which back-propagates at every trial point: the counters show what that costs.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ def cost_units(forward_passes: int, backward_passes: int) -> float:
 class Run:
     """One optimizer on a fresh copy of the problem's model (same init for every optimizer)."""
 
-    def __init__(self, name: str, problem, steps: int, batch_size: int, seed: int):
+    def __init__(self, name: str, problem, steps: int, batch_size: int, seed: int, torch_closure: bool = False):
+        self.torch_closure = torch_closure
         self.name, self.problem = name, problem
         torch.manual_seed(seed)
         self.model = problem.build_model()
@@ -65,7 +68,7 @@ class Run:
         closure = StepClosure(self.model, self.problem.forward, [batch], trial_batchnorm=self.trial_batchnorm,
                               noise=self.noise if self.closure_based else None)
         if self.closure_based:
-            self.optimizer.step(closure)
+            self.optimizer.step((lambda: closure()) if self.torch_closure else closure)
         else:
             closure()
             self.optimizer.step()
@@ -84,12 +87,15 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=64, help="digits MLP width (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--torch-closure", action="store_true",
+                        help="hand the optimizers torch's zero-argument closure form instead of closure(backward)")
     args = parser.parse_args(argv)
     for name in args.names:
         optim.info(name)  # refuse unknown names before any compute
     torch.set_num_threads(args.threads)
     problem = problems.get("digits_mlp", "smoke", hidden=args.hidden)
-    runs = [Run(name, problem, args.steps, args.batch_size, args.seed) for name in ["torch_adam", *args.names]]
+    runs = [Run(name, problem, args.steps, args.batch_size, args.seed, args.torch_closure)
+            for name in ["torch_adam", *args.names]]
     for _ in range(args.steps):  # interleaved step by step, so load from other processes hits all alike
         for run in runs:
             run.step()
