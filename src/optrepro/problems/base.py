@@ -7,9 +7,10 @@ A Problem owns data, model, loss and metrics. The loop owns seeds, order, device
     problem.forward(model, batch, carry) -> Output(loss, sums, count, carry)
     problem.init_carry(batch_size, device) -> state carried across batches (char-RNN), else None
 
-Randomness: the loop derives a generator from (data_seed, epoch, step) for order and augmentation and
-re-seeds torch's global RNG from (noise_seed, epoch, step) before every forward of a step, so dropout
-and sampling noise replay exactly when a closure evaluates the same batch again.
+Randomness: the loop draws each epoch's order from a generator seeded by (data_seed, epoch) and passes one
+per-run generator (from data_seed) to `Split.batch` for augmentation; dropout and sampling noise draw from
+torch's default generators, seeded once per run from noise_seed, and replay exactly when a closure evaluates
+the same batch again (optrepro.train, optrepro.closure).
 """
 from __future__ import annotations
 
