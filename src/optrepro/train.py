@@ -20,6 +20,10 @@ values: the step losses since the last log point (their mean is logged, and a no
 diverged, `diverged_at_step` naming the first), the optimizer's internals, the progress bar's loss. Between log
 points a step on a GPU does not synchronise with the host (tests/test_gpu.py checks it under
 torch.cuda.set_sync_debug_mode("error"), which `Trainer(sync_check=True)` turns on between log points).
+
+metrics.jsonl: {"kind": "eval", "epoch": epochs done, "step", "lr_factor", "<split>/<metric>": ...} before training
+and after every eval_every-th epoch; {"kind": "train", "epoch": the epoch in progress, "step": steps done,
+"loss": mean step loss since the last log point, **internals} at every log point.
 """
 from __future__ import annotations
 
