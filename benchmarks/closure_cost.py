@@ -2,6 +2,7 @@
 
     python benchmarks/closure_cost.py                          # sls adasls adamsls alsals fuzzy_second_order
     python benchmarks/closure_cost.py sls alsals --steps 100   # a subset
+    python benchmarks/closure_cost.py --torch-closure          # hand the optimizers torch's closure() form
 
 Each optimizer trains the digits MLP (problem "digits_mlp", smoke scale: 64-64-10, real data) with batch 128 for
 `--steps` steps, as src/optrepro/train.py drives it: a StepClosure per step (one micro-batch, replayed noise),
@@ -10,7 +11,8 @@ counters give the passes; the cost unit is docs/replication.md's "Equal compute"
 forward-only = 1/3. Prints a markdown table per optimizer: mean / median / max units per step, the same over the
 first 10% of steps (line searches backtrack most at the start), forward and backward passes per step, and
 seconds per step (closure included), also as a ratio to torch's Adam (one forward+backward and a fused Adam
-step, timed in the same process, interleaved).
+step, timed in the same process, interleaved). With --torch-closure the optimizers get torch's zero-argument
+form (`lambda: closure()`), which back-propagates at every trial point: the counters show what that costs.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import time
 import torch
 
 from optrepro import optim, problems
-from optrepro.closure import StepClosure
+from optrepro.closure import NoiseRNG, StepClosure
 
 DEFAULT_NAMES = ("sls", "adasls", "adamsls", "alsals", "fuzzy_second_order")
 
@@ -35,18 +37,21 @@ def cost_units(forward_passes: int, backward_passes: int) -> float:
 class Run:
     """One optimizer on a fresh copy of the problem's model (same init for every optimizer)."""
 
-    def __init__(self, name: str, problem, steps: int, batch_size: int, seed: int):
+    def __init__(self, name: str, problem, steps: int, batch_size: int, seed: int, torch_closure: bool = False):
+        self.torch_closure = torch_closure
         self.name, self.problem = name, problem
         torch.manual_seed(seed)
         self.model = problem.build_model()
         self.model.train()
+        self.trial_batchnorm, self.noise = "frozen", NoiseRNG("cpu")
         if name == "torch_adam":
             self.optimizer, self.closure_based = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True), False
         else:
             info = optim.info(name)  # unknown names fail here, with the valid choices
-            hparams = {"total_steps": steps} if info.defaults.get("total_steps", 0) is None else {}
+            hparams = info.fill_run_length({}, steps)
             self.optimizer = optim.build(name, self.model, **hparams)
             self.closure_based = info.requires_closure
+            self.trial_batchnorm = info.trial_batchnorm_for(hparams)
         self.train = problem.splits()["train"]
         self.generator = torch.Generator().manual_seed(seed)
         self.batch_size = batch_size
@@ -60,10 +65,10 @@ class Run:
         index = torch.randint(len(self.train), (self.batch_size,), generator=self.generator)
         batch = self.train.batch(index)
         start = time.perf_counter()
-        closure = StepClosure(self.model, self.problem.forward, [batch], [self.step_index],
-                              trial_batchnorm=getattr(self.optimizer, "trial_batchnorm", "frozen"))
+        closure = StepClosure(self.model, self.problem.forward, [batch], trial_batchnorm=self.trial_batchnorm,
+                              noise=self.noise if self.closure_based else None)
         if self.closure_based:
-            self.optimizer.step(closure)
+            self.optimizer.step((lambda: closure()) if self.torch_closure else closure)
         else:
             closure()
             self.optimizer.step()
@@ -82,12 +87,15 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=64, help="digits MLP width (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--torch-closure", action="store_true",
+                        help="hand the optimizers torch's zero-argument closure form instead of closure(backward)")
     args = parser.parse_args(argv)
     for name in args.names:
         optim.info(name)  # refuse unknown names before any compute
     torch.set_num_threads(args.threads)
     problem = problems.get("digits_mlp", "smoke", hidden=args.hidden)
-    runs = [Run(name, problem, args.steps, args.batch_size, args.seed) for name in ["torch_adam", *args.names]]
+    runs = [Run(name, problem, args.steps, args.batch_size, args.seed, args.torch_closure)
+            for name in ["torch_adam", *args.names]]
     for _ in range(args.steps):  # interleaved step by step, so load from other processes hits all alike
         for run in runs:
             run.step()

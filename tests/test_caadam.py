@@ -259,7 +259,7 @@ def test_state_dict_round_trip_and_bad_choices():
         o.step()
     for a, b in zip(model.parameters(), clone.parameters()):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="Valid choices: additive, multiplicative, depth"):
+    with pytest.raises(ValueError, match="Valid choices: additive, depth, multiplicative"):
         CaAdam(model, strategy="addtive")
     with pytest.raises(ValueError, match="mode"):
         CaAdam(model, mode="as-run")
@@ -304,3 +304,59 @@ def test_default_takes_the_fused_kernel_and_refuses_bad_params():
     assert not CaAdam(model, foreach=True).param_groups[0]["fused"]
     with pytest.raises(ValueError, match="not a trainable parameter"):
         CaAdam(model, params=[nn.Parameter(torch.ones(2))])
+
+
+@pytest.mark.parametrize("eps_hat", [False, True])
+@pytest.mark.parametrize("strategy", ["multiplicative", "depth"])
+def test_equals_torch_adam_with_one_group_per_factor_bit_for_bit(strategy, eps_hat):
+    # CaAdam's definition through torch's public class: one fused Adam param group per distinct factor S with
+    # lr * S (eps-hat: that step's eps / sqrt(1 - beta2^t)). CaAdam runs the same kernel on the same buckets.
+    x, y = torch.randn(32, 8, generator=torch.Generator().manual_seed(2)), torch.randn(32, 1)
+    start = _net()
+    ours_model, torch_model = copy.deepcopy(start), copy.deepcopy(start)
+    ours = CaAdam(ours_model, lr=1e-2, strategy=strategy, eps=1e-7, eps_hat=eps_hat)
+    by_factor: dict[float, list] = {}
+    for (name, _), p in zip(ours_model.named_parameters(), torch_model.parameters()):
+        by_factor.setdefault(ours.factors[name], []).append(p)
+    assert len(by_factor) >= 2
+    reference = torch.optim.Adam([{"params": ps, "lr": 1e-2 * f} for f, ps in by_factor.items()], eps=1e-7,
+                                 fused=True)
+    for t in range(1, 21):
+        if eps_hat:
+            for group in reference.param_groups:
+                group["eps"] = 1e-7 / math.sqrt(1 - 0.999 ** t)
+        for net, opt in ((ours_model, ours), (torch_model, reference)):
+            opt.zero_grad()
+            nn.functional.mse_loss(net(x), y).backward()
+            opt.step()
+    for a, b, a0 in zip(ours_model.parameters(), torch_model.parameters(), start.parameters()):
+        assert not torch.equal(a, a0) and torch.equal(a, b)
+
+
+def test_eps_hat_needs_no_device_read_of_the_step_counts(monkeypatch):
+    # the counts are mirrored on the host: a step reads no tensor back (on a GPU, no synchronisation)
+    model = _net()
+    opt = CaAdam(model, eps_hat=True, strategy="depth")
+    x = torch.randn(4, 8)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a step read a tensor back to the host")
+
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).sum().backward()
+        with monkeypatch.context() as m:
+            for method in ("__float__", "__int__", "item", "tolist", "__bool__"):
+                m.setattr(torch.Tensor, method, refuse)
+            opt.step()
+    assert [int(opt.state[p]["step"]) for p in model.parameters()] == [3] * len(list(model.parameters()))
+    # after a load the counts come from the state once, and the next step continues from them
+    twin = copy.deepcopy(model)
+    opt2 = CaAdam(twin, eps_hat=True, strategy="depth")
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for net, o in ((model, opt), (twin, opt2)):
+        o.zero_grad()
+        net(x).sum().backward()
+        o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)

@@ -480,3 +480,20 @@ def test_openwebtext_nested_xz_to_token_stream(server, tmp_path):
     assert stream.count(eot) == 2 and stream[-1] == eot
     text = "".join(alphabet[i] for i in stream if i != eot)
     assert text == "helloĠworldab"  # documents stripped; Ġ is the byte-level BPE's space
+
+
+def test_data_modules_are_layered():
+    # sources (the registry) and layout (paths, digests, extraction) at the bottom, arrays (decoding) above them,
+    # download (fetching, which prepares arrays) on top: no module imports one above it, at any depth
+    import ast
+
+    order = ["sources", "layout", "arrays", "download"]
+    for i, name in enumerate(order):
+        tree = ast.parse((Path(data.__file__).parent / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "optrepro.data":
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optrepro.data."):
+                imported.add(node.module.rsplit(".", 1)[-1])
+        assert not imported & set(order[i + 1:]), f"optrepro.data.{name} imports {imported & set(order[i + 1:])}"

@@ -100,16 +100,16 @@ def test_bad_choices():
 
 def mlp_closure(seed=0, precision="fp32"):
     """fp32 MLP (autocast only casts fp32), fixed batch; the forward in the training loop's autocast for
-    `precision`, as the trainer's closure runs it."""
+    `precision`, as the trainer's closure runs it: its full_precision option turns that autocast off."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
     x, y = torch.randn(64, 8), torch.randn(64, 1)
 
-    def closure(backward=True):
+    def closure(backward=True, full_precision=False):
         for p in model.parameters():
             p.grad = None
         with torch.enable_grad():
-            with _autocast({"precision": precision}, torch.device("cpu")):
+            with _autocast({"precision": precision}, torch.device("cpu"), full_precision):
                 loss = ((model(x) - y) ** 2).mean()
             loss.backward()
         return loss.detach()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from optrepro.closure import StepClosure, batchnorm_buffers
+from optrepro.closure import NoiseRNG, StepClosure, batchnorm_buffers
 from optrepro.optim.line_search import ALSALS, SLS, AdaSLS, AdamSLS
 from optrepro.problems.base import Output
 
@@ -39,11 +39,11 @@ def record_dropout_masks(model):
 def test_alsals_clean_mode_keeps_batchnorm_and_replays_dropout():
     batch = data()
     single = bn_dropout_model()
-    StepClosure(single, regression_forward, [batch], [7])(backward=True)  # one gradient evaluation only
+    StepClosure(single, regression_forward, [batch], noise=NoiseRNG("cpu"))(backward=True)  # one gradient evaluation only
     model = bn_dropout_model()
     masks = record_dropout_masks(model)
     opt = ALSALS(model.parameters(), mode="clean")
-    closure = StepClosure(model, regression_forward, [batch], [7], trial_batchnorm=opt.trial_batchnorm)
+    closure = StepClosure(model, regression_forward, [batch], noise=NoiseRNG("cpu"), trial_batchnorm=opt.trial_batchnorm)
     opt.step(closure)
     assert closure.calls >= 3  # gradient, slope probe, trial
     for ours, reference in zip(batchnorm_buffers(model), batchnorm_buffers(single)):
@@ -55,11 +55,11 @@ def test_alsals_clean_mode_keeps_batchnorm_and_replays_dropout():
 def test_alsals_as_run_mode_moves_batchnorm_at_trial_points():
     batch = data()
     single = bn_dropout_model()
-    StepClosure(single, regression_forward, [batch], [7])(backward=True)
+    StepClosure(single, regression_forward, [batch], noise=NoiseRNG("cpu"))(backward=True)
     model = bn_dropout_model()
     opt = ALSALS(model.parameters(), mode="as-run")
     assert opt.trial_batchnorm == "moving"
-    opt.step(StepClosure(model, regression_forward, [batch], [7], trial_batchnorm=opt.trial_batchnorm))
+    opt.step(StepClosure(model, regression_forward, [batch], noise=NoiseRNG("cpu"), trial_batchnorm=opt.trial_batchnorm))
     running_mean = batchnorm_buffers(model)[0]
     assert not torch.equal(running_mean, batchnorm_buffers(single)[0])
     assert int(batchnorm_buffers(model)[2]) > 1  # num_batches_tracked counted every trial forward
@@ -127,7 +127,7 @@ def test_adamsls_speed_up_moves_averages_only_on_searching_steps():
     for step in range(300):  # the slow EMA needs ~100s of steps before fast/slow is near 1 and searches are skipped
         before = opt.internals()
         rows = torch.randperm(64, generator=torch.Generator().manual_seed(step))[:16]
-        opt.step(StepClosure(model, regression_forward, [(batch[0][rows], batch[1][rows])], [step]))
+        opt.step(StepClosure(model, regression_forward, [(batch[0][rows], batch[1][rows])], noise=NoiseRNG("cpu")))
         after = opt.internals()
         if after["searched"] == before["searched"]:
             skipped += 1
@@ -234,7 +234,7 @@ def test_loss_falls_and_internals_logged(cls):
     opt = cls(model.parameters())
     losses = []
     for step in range(30):
-        losses.append(float(opt.step(StepClosure(model, regression_forward, [batch], [step]))))
+        losses.append(float(opt.step(StepClosure(model, regression_forward, [batch], noise=NoiseRNG("cpu")))))
     assert losses[-1] < 0.5 * losses[0]
     internals = opt.internals()
     assert internals["step"] == 30 and internals["step_size"] > 0 and internals["forward_evals"] >= 60
@@ -248,24 +248,24 @@ def test_state_dict_round_trip(cls):
     batch = data()
     opt = cls(model.parameters())
     for step in range(3):
-        opt.step(StepClosure(model, regression_forward, [batch], [step]))
+        opt.step(StepClosure(model, regression_forward, [batch], noise=NoiseRNG("cpu")))
     clone = copy.deepcopy(model)
     opt2 = cls(clone.parameters())
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
     assert opt2.internals() == opt.internals()
     for net, o in ((model, opt), (clone, opt2)):
-        o.step(StepClosure(net, regression_forward, [batch], [9]))
+        o.step(StepClosure(net, regression_forward, [batch], noise=NoiseRNG("cpu")))
     for a, b in zip(model.parameters(), clone.parameters()):
         assert torch.equal(a, b)
 
 
 def test_errors_name_the_bad_value():
     p = [nn.Parameter(torch.zeros(2))]
-    with pytest.raises(ValueError, match="Valid choices: clean, as-run"):
+    with pytest.raises(ValueError, match="Valid choices: as-run, clean"):
         ALSALS(p, mode="asrun")
     with pytest.raises(ValueError, match="reset_option"):
         SLS(p, reset_option=5)
-    with pytest.raises(ValueError, match="adam, amsgrad, adagrad"):
+    with pytest.raises(ValueError, match="adagrad, adam, amsgrad"):
         AdaSLS(p, base_opt="sgd")
     with pytest.raises(RuntimeError, match="requires a closure"):
         SLS(p).step()

@@ -227,7 +227,7 @@ def test_bad_genomes_are_refused_with_choices():
         Genome((space.U("abs", 0),))
     with pytest.raises(ValueError, match="unknown operand"):
         Genome((space.U("abs", "h"),))
-    with pytest.raises(ValueError, match="Valid choices: opt1"):
+    with pytest.raises(ValueError, match="'opt11'. Did you mean 'opt1'.*Valid choices: .*opt1, opt10"):
         final_genome("opt11")
 
 

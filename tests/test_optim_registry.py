@@ -1,9 +1,11 @@
 """One suite over every registered optimizer: learning, resume, schedulers, param groups, frozen params, float64,
-refused hyperparameters, and search spaces as data.
+refused hyperparameters, search spaces as data, and every declaration the training loop reads (OptimizerInfo)
+checked against the optimizer's behaviour.
 
 Entries added by other papers work here too: structure-aware optimizers (info.needs_model) get the model,
-closure-based ones (info.requires_closure) get `step(closure)` with a closure that zeroes the grads, computes the
-loss, runs backward and returns the loss; closure(backward=False) is a forward pass under torch.no_grad.
+closure-based ones (info.closure != "none") get `step(closure)` in both closure forms: the one-argument form
+(zeroes the grads, computes the loss, runs backward and returns the loss; closure(backward=False) is a forward
+pass under torch.no_grad) and torch's zero-argument form.
 """
 from __future__ import annotations
 
@@ -15,10 +17,17 @@ import torch
 from torch import nn
 
 from optrepro import optim
-from optrepro.optim.registry import DISTRIBUTIONS, search_space
+from optrepro.closure import StepClosure, batchnorm_buffers
+from optrepro.optim.registry import DISTRIBUTIONS, LR_MULTIPLIER, search_space
+from optrepro.plan import make_spec
+from optrepro.problems.base import Output
 from optrepro.registry import UnknownNameError
 
 NAMES = optim.available()
+CLOSURE_NAMES = [n for n in NAMES if optim.info(n).requires_closure]
+# (name, closure form): every optimizer in the one-argument form, closure optimizers in torch's form too
+NAME_FORMS = [pytest.param(n, "backward", id=n) for n in NAMES] + \
+             [pytest.param(n, "torch", id=f"{n}-torch-closure") for n in CLOSURE_NAMES]
 
 # The one-shot defaults of a few optimizers move too little in a short test (AdaDelta's TF default lr is 1e-3,
 # and its first steps are ~sqrt(eps) in size): a larger lr shows that the update has the right sign.
@@ -48,14 +57,11 @@ class Net(nn.Module):
         return self.body(self.frozen(x))
 
 
-# Run-dependent hyperparameters (default None) that the training loop fills in from the run's length.
-RUN_HPARAMS = {"total_steps": 200}
+RUN_LENGTH = 200  # the run length the training loop would give to run-length hyperparameters
 
 
 def build(name, model, params=None, **overrides):
-    defaults = optim.info(name).defaults
-    run = {k: v for k, v in RUN_HPARAMS.items() if k in defaults and defaults[k] is None}
-    hparams = {**run, **TEST_HPARAMS.get(name, {}), **overrides}
+    hparams = optim.info(name).fill_run_length({**TEST_HPARAMS.get(name, {}), **overrides}, RUN_LENGTH)
     if optim.info(name).needs_model or params is None:
         return optim.build(name, model, **hparams)
     return optim.build(name, params, **hparams)
@@ -66,20 +72,25 @@ def loss_of(model, data):
     return nn.functional.mse_loss(model(x), y)
 
 
-def step(name, opt, model, data) -> float:
+def closure_of(form, opt, model, data):
+    """The step's closure in `form`: "backward" (the one-argument form) or "torch" (no arguments)."""
+    def closure(backward=True):
+        if not backward:
+            with torch.no_grad():
+                return loss_of(model, data)
+        opt.zero_grad()
+        with torch.enable_grad():
+            loss = loss_of(model, data)
+            loss.backward()
+        return loss.detach()
+
+    return closure if form == "backward" else (lambda: closure())
+
+
+def step(name, opt, model, data, form="backward") -> float:
     """One optimizer step as the training loop does it; returns the loss before the step."""
     if optim.info(name).requires_closure:
-        def closure(backward=True):
-            if not backward:
-                with torch.no_grad():
-                    return loss_of(model, data)
-            opt.zero_grad()
-            with torch.enable_grad():
-                loss = loss_of(model, data)
-                loss.backward()
-            return loss.detach()
-
-        loss = opt.step(closure)
+        loss = opt.step(closure_of(form, opt, model, data))
         return float(loss) if loss is not None else float(loss_of(model, data))
     opt.zero_grad()
     loss = loss_of(model, data)
@@ -100,36 +111,36 @@ def roundtrip(state_dict):
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_loss_falls(name):
+@pytest.mark.parametrize("name, form", NAME_FORMS)
+def test_loss_falls(name, form):
     data = make_data()
     model = Net()
     opt = build(name, model)
     with torch.no_grad():
         initial = float(loss_of(model, data))
     for _ in range(STEPS):
-        step(name, opt, model, data)
+        step(name, opt, model, data, form)
     with torch.no_grad():
         final = float(loss_of(model, data))
     assert math.isfinite(final)
     assert final < 0.95 * initial, f"{name}: loss {initial:.4f} -> {final:.4f}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_resume_is_bit_identical(name):
+@pytest.mark.parametrize("name, form", NAME_FORMS)
+def test_resume_is_bit_identical(name, form):
     data = make_data()
     before, after = 7, 6  # crosses Lookahead's k=5 synchronisations on both sides of the checkpoint
 
     model = Net()
     opt = build(name, model)
     for _ in range(before + after):
-        step(name, opt, model, data)
+        step(name, opt, model, data, form)
     uninterrupted = snapshot(model)
 
     model = Net()
     opt = build(name, model)
     for _ in range(before):
-        step(name, opt, model, data)
+        step(name, opt, model, data, form)
     model_state, opt_state = roundtrip(model.state_dict()), roundtrip(opt.state_dict())
     del model, opt
 
@@ -138,25 +149,26 @@ def test_resume_is_bit_identical(name):
     resumed_opt = build(name, resumed_model)
     resumed_opt.load_state_dict(opt_state)
     for _ in range(after):
-        step(name, resumed_opt, resumed_model, data)
+        step(name, resumed_opt, resumed_model, data, form)
     for a, b in zip(uninterrupted, snapshot(resumed_model)):
         assert torch.equal(a, b), f"{name}: resumed run differs by {float((a - b).abs().max())}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+def two_groups(model):
+    return [{"params": model.body[0].parameters()}, {"params": model.body[2].parameters(), "lr": 0.0}]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if optim.info(n).lr_schedule == "group_lr"])
 def test_lr_scheduler_drives_every_group(name):
+    """lr_schedule="group_lr": the step size is each group's lr, so torch's schedulers (and the loop) drive it."""
     data = make_data()
     info = optim.info(name)
     model = Net()
     if info.needs_model:
         opt = build(name, model)
     else:
-        first, second = model.body[0], model.body[2]
-        opt = build(name, model, params=[{"params": first.parameters()},
-                                         {"params": second.parameters(), "lr": 0.0}])
+        opt = build(name, model, params=two_groups(model))
         assert len(opt.param_groups) == 2
-    if "lr" not in opt.param_groups[0]:
-        pytest.skip(f"{name} has no lr in its param groups (it sets its own step size)")
     base = [group["lr"] for group in opt.param_groups]
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** epoch)
     frozen_group = [p.detach().clone() for p in model.body[2].parameters()]
@@ -165,21 +177,202 @@ def test_lr_scheduler_drives_every_group(name):
         scheduler.step()
         for group, lr0 in zip(opt.param_groups, base):
             assert group["lr"] == pytest.approx(lr0 * 0.5 ** i)
-    if not info.needs_model and not info.requires_closure:
+    if not info.needs_model:
         # lr = 0 in the second group: it must not move (its gradient is not zero)
         for before, p in zip(frozen_group, model.body[2].parameters()):
             assert torch.equal(before, p), f"{name}: a group with lr=0 moved"
-        # ...and the schedule reaches the update: a run with a constant lr ends elsewhere
-        scheduled = snapshot(model)
-        model = Net()
-        opt = build(name, model)
-        for _ in range(3):
-            step(name, opt, model, data)
-        assert any(not torch.equal(a, b) for a, b in zip(scheduled, snapshot(model)))
+    # ...and the schedule reaches the update: a run with a constant lr ends elsewhere
+    scheduled = snapshot(model)
+    model = Net()
+    opt = build(name, model) if info.needs_model else build(name, model, params=two_groups(model))
+    for _ in range(3):
+        step(name, opt, model, data)
+    assert any(not torch.equal(a, b) for a, b in zip(scheduled, snapshot(model)))
+
+
+def trajectory(name, scale_group=None, steps=6) -> list[torch.Tensor]:
+    """Parameters after `steps` steps; scale_group(group, i) may edit each group before step i."""
+    data = make_data()
+    model = Net()
+    opt = build(name, model)
+    for i in range(steps):
+        if scale_group is not None:
+            for group in opt.param_groups:
+                scale_group(group, i)
+        step(name, opt, model, data)
+    return snapshot(model)
+
+
+def _halve_lr(group, i):
+    if "lr" in group:
+        group["lr"] = group.get("initial_lr_for_test", group.setdefault("initial_lr_for_test", group["lr"])) * 0.5
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_frozen_and_gradless_parameters_stay_put(name):
+def test_lr_schedule_declaration_matches_the_step(name):
+    """What the loop does with a schedule factor of 0.5 (OptimizerInfo.lr_schedule) changes the step exactly when
+    the declaration says it does; a refused schedule is refused at plan time."""
+    info = optim.info(name)
+    plain = trajectory(name)
+    if info.lr_schedule == "group_lr":
+        scaled = trajectory(name, _halve_lr)
+        assert any(not torch.equal(a, b) for a, b in zip(plain, scaled)), f"{name}: group['lr'] has no effect"
+    elif info.lr_schedule == "multiplier":
+        same = trajectory(name, lambda group, i: group.__setitem__(LR_MULTIPLIER, 1.0))
+        scaled = trajectory(name, lambda group, i: group.__setitem__(LR_MULTIPLIER, 0.5))
+        assert all(torch.equal(a, b) for a, b in zip(plain, same))
+        assert any(not torch.equal(a, b) for a, b in zip(plain, scaled)), f"{name}: the multiplier has no effect"
+    else:  # refused: the method owns its step size; an lr written into its groups changes nothing...
+        assert info.owns_step_size
+        scaled = trajectory(name, _halve_lr)
+        assert all(torch.equal(a, b) for a, b in zip(plain, scaled)), f"{name}: group['lr'] changes the step"
+        # ...so the plan refuses an outer schedule or an lr controller, and accepts the rest
+        spec = dict(paper="core", problem="digits_mlp", scale="smoke", optimizer=name)
+        with pytest.raises(ValueError, match="sets its own step size.*schedule 'cosine'"):
+            make_spec(**spec, schedule={"name": "cosine"})
+        with pytest.raises(ValueError, match="controller 'reduce_on_plateau'"):
+            make_spec(**spec, controllers=[{"name": "reduce_on_plateau"}])
+        make_spec(**spec, controllers=[{"name": "early_stopping"}])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_param_groups_declaration(name):
+    """param_groups="one": a second group is refused, naming the reason; "many": groups keep their own settings
+    (test_lr_scheduler_drives_every_group checks that a group with lr 0 stays put)."""
+    info = optim.info(name)
+    model = Net()
+    groups = two_groups(model)
+    if info.param_groups == "one":
+        with pytest.raises(ValueError, match="supports one parameter group"):
+            build(name, model, params=groups)
+        opt = build(name, model)
+        with pytest.raises(ValueError, match="supports one parameter group"):
+            opt.add_param_group({"params": [model.unused]})
+    elif not info.needs_model:
+        assert len(build(name, model, params=groups).param_groups) == 2
+
+
+def _needs(name, key, **switch) -> bool:
+    """Whether building `name` with `key` left at None fails, naming it."""
+    try:
+        optim.build(name, Net(), **TEST_HPARAMS.get(name, {}), **switch)
+    except ValueError as error:
+        return key in str(error)
+    return False
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_length_declaration(name):
+    """A hyperparameter the optimizer cannot do without the run's length (at its defaults, or with one of its
+    boolean switches on, e.g. NOS's use_decay) is declared in run_length_hparams, which the loop fills (a spec's
+    own value is kept); every other hyperparameter works at its default."""
+    info = optim.info(name)
+    switches = [k for k, v in info.defaults.items() if v is False]
+    for key, default in info.defaults.items():
+        needed = default is None and (_needs(name, key) or any(_needs(name, key, **{k: True}) for k in switches))
+        if needed:
+            assert key in info.run_length_hparams, f"{name}: {key} needs the run length but is not declared"
+    for key in info.run_length_hparams:
+        assert info.fill_run_length({}, 7)[key] == 7 and info.fill_run_length({key: 3}, 7)[key] == 3
+        build(name, Net())  # with the run length filled in
+    if not info.run_length_hparams:
+        optim.build(name, Net(), **TEST_HPARAMS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_closure_declaration(name):
+    """closure="none" steps without a closure; a closure optimizer refuses to, and takes both closure forms with
+    the same result: after several steps torch's zero-argument form gives the same parameters as the one-argument
+    form, and pays one backward pass per evaluation, which the closure's pass counters record."""
+    info = optim.info(name)
+    data = make_data()
+    if not info.requires_closure:
+        model = Net()
+        opt = build(name, model)
+        opt.zero_grad()
+        loss_of(model, data).backward()
+        opt.step()
+        return
+    model = Net()
+    with pytest.raises(RuntimeError, match="requires a closure"):
+        build(name, model).step()
+    forms = {}
+    for form in ("backward", "torch"):
+        model = Net()
+        opt = build(name, model)
+        for _ in range(5):
+            step(name, opt, model, data, form)
+        forms[form] = snapshot(model)
+    for a, b in zip(forms["backward"], forms["torch"]):
+        assert torch.equal(a, b), f"{name}: the closure forms differ by {float((a - b).abs().max())}"
+    # pass counting through the loop's closure
+    model = Net()
+    opt = build(name, model)
+    batch = make_data()
+
+    def forward(model, batch, carry):
+        loss = loss_of(model, batch)
+        return Output(loss=loss, sums={}, count=len(batch[0]))
+
+    counted = {}
+    for form in ("backward", "torch"):
+        closure = StepClosure(model, forward, [batch])
+        opt.step(closure if form == "backward" else (lambda: closure()))
+        counted[form] = (closure.forward_passes, closure.backward_passes)
+    assert counted["torch"][1] == counted["torch"][0], "torch's form back-propagates at every evaluation"
+    assert counted["backward"][1] < counted["backward"][0] or name == "fuzzy_second_order"
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("name", CLOSURE_NAMES)
+def test_trial_batchnorm_declaration(name):
+    """The BatchNorm handling the registry declares for each setting is the optimizer's own, and through the
+    loop's closure it holds: "frozen" counts one BatchNorm update per step, "moving" one per evaluation."""
+    info = optim.info(name)
+    table = info.trial_batchnorm if not isinstance(info.trial_batchnorm, str) else {None: {None: info.trial_batchnorm}}
+    ((key, values),) = table.items()
+    data = make_data()
+    for value, declared in values.items():
+        hparams = {} if key is None else {key: value}
+        assert info.trial_batchnorm_for(hparams) == declared
+        model = BatchNormNet()
+        opt = build(name, model, **hparams)
+        assert getattr(opt, "trial_batchnorm", declared) == declared
+
+        def forward(model, batch, carry):
+            return Output(loss=loss_of(model, batch), sums={}, count=len(batch[0]))
+
+        closure = StepClosure(model, forward, [data], trial_batchnorm=declared)
+        opt.step(closure)
+        tracked = int(batchnorm_buffers(model)[2])
+        assert closure.forward_passes > 1
+        assert tracked == (1 if declared == "frozen" else closure.forward_passes), (name, value)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_internals_declaration(name):
+    """internals=True: internals() gives plain floats after a step (the loop logs them at log points)."""
+    info = optim.info(name)
+    model = Net()
+    opt = build(name, model)
+    step(name, opt, model, make_data())
+    assert info.internals == callable(getattr(opt, "internals", None))
+    if info.internals:
+        values = opt.internals()
+        assert values and all(isinstance(k, str) and isinstance(v, float) for k, v in values.items())
+
+
+@pytest.mark.parametrize("name, form", NAME_FORMS)
+def test_frozen_and_gradless_parameters_stay_put(name, form):
     data = make_data()
     model = Net()
     opt = build(name, model)
@@ -187,7 +380,7 @@ def test_frozen_and_gradless_parameters_stay_put(name):
     unused = model.unused.detach().clone()
     moving = snapshot(model.body)
     for _ in range(6):
-        step(name, opt, model, data)
+        step(name, opt, model, data, form)
     for before, p in zip(frozen, model.frozen.parameters()):
         assert torch.equal(before, p)
     assert torch.equal(unused, model.unused)
@@ -195,15 +388,15 @@ def test_frozen_and_gradless_parameters_stay_put(name):
     assert any(not torch.equal(a, b) for a, b in zip(moving, snapshot(model.body)))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_float64(name):
+@pytest.mark.parametrize("name, form", NAME_FORMS)
+def test_float64(name, form):
     data = make_data(torch.float64)
     model = Net(dtype=torch.float64)
     opt = build(name, model)
     with torch.no_grad():
         initial = float(loss_of(model, data))
     for _ in range(STEPS):
-        step(name, opt, model, data)
+        step(name, opt, model, data, form)
     assert all(p.dtype == torch.float64 for p in model.parameters())
     for state in opt.state.values():
         for value in state.values():

@@ -58,11 +58,25 @@ def test_registry_entry_is_complete_and_splits_are_fixed(name):
         assert {"batch_size", "epochs", "eval_every"} <= set(info.defaults[scale]), (name, scale)
         assert info.cost_per_epoch_s[scale] > 0
     assert info.papers
-    a = problems.get(name, "smoke").splits()
-    b = problems.get(name, "smoke").splits()
+    # two loads from scratch (splits() would return the process cache's one object twice) and the cached one:
+    # the same tensors however often the data is built, so the validation split is fixed
+    a = problems.get(name, "smoke").load_splits()
+    b = problems.get(name, "smoke").load_splits()
+    cached = problems.get(name, "smoke").splits()
     assert set(a) == {"train", "valid", "test"} and all(len(s) > 0 for s in a.values())
-    for key in a:  # same tensors however often the problem is built: the validation split is fixed
+    for key in a:
+        assert a[key] is not b[key] and len(a[key]) == len(b[key]) == len(cached[key])
         assert all(torch.equal(x, y) for x, y in zip(a[key].tensors, b[key].tensors))
+        assert all(torch.equal(x, y) for x, y in zip(a[key].tensors, cached[key].tensors))
+
+
+def test_digits_are_read_as_scikit_learn_loads_them():
+    from sklearn.datasets import load_digits
+
+    from optrepro.problems.sources import sklearn_digits
+
+    (x, y), (x_ref, y_ref) = sklearn_digits(), load_digits(return_X_y=True)
+    assert x.dtype == x_ref.dtype and np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
 
 
 def test_unknown_problem_argument_lists_the_valid_ones():

@@ -45,9 +45,9 @@ def test_committed_claims_file_is_valid_and_holds_the_core_digits_claim():
     ({"quantiti": 1}, "unknown key 'quantiti'. Valid keys: arms, baseline_check"),
     ({"min_seeds": "five"}, r"claims\[0\] \(id 'x-claim'\).min_seeds: 'five' is not of type 'integer'"),
     ({"min_seeds": 2}, "min_seeds: 2 is less than the minimum of 3"),
-    ({"quantity": {**CLAIM["quantity"], "value": "last"}}, "quantity.value: 'last' is not a valid choice. "
-                                                           "Valid choices: final, best, max, smoothed"),
-    ({"direction": "up"}, "direction: 'up' is not a valid choice"),
+    ({"quantity": {**CLAIM["quantity"], "value": "last"}}, "quantity.value: unknown value 'last'. "
+                                                           "Valid choices: at_best_valid, best, final, max, smoothed"),
+    ({"direction": "up"}, "direction: unknown value 'up'. Valid choices"),
     ({"family": "other"}, "family 'other' is not declared under 'families'. Declared families: core"),
     ({"up_to_cell": "cifar10"}, "up_to_cell 'cifar10' is not one of its cells: digits_mlp"),
     ({"arms": {"method": "m", "baseline": "m"}}, "both 'm'"),
@@ -97,11 +97,12 @@ HEADER = "paper,claim_id,cell,arm,metric,split,statistic,aggregation,value,sd,n,
 @pytest.mark.parametrize("text, message", [
     (HEADER.replace("tier", "tiers") + GOOD_ROW, "unknown column 'tiers'"),
     (HEADER.replace(",note", "") + GOOD_ROW[:-2] + "\n", "missing column 'note'"),
-    (HEADER + GOOD_ROW.replace(",paper,", ",papr,"), r"core.csv:2: column 'tier': 'papr' is not a valid choice. "
-                                                     r"Valid choices: paper, authors-output, follow-up, summary"),
+    (HEADER + GOOD_ROW.replace(",paper,", ",papr,"), r"core.csv:2: column 'tier': unknown value 'papr'. Did you "
+                                                     r"mean 'paper'\? Valid choices: authors-output, follow-up, paper, "
+                                                     r"summary"),
     (HEADER + GOOD_ROW.replace("0.9", "high"), "column 'value': 'high' is not a number"),
     (HEADER + GOOD_ROW.replace(",5,", ",5.5,"), "column 'n': '5.5' is not an integer"),
-    (HEADER + GOOD_ROW.replace(",final,", ",last,"), "column 'statistic': 'last' is not a valid choice"),
+    (HEADER + GOOD_ROW.replace(",final,", ",last,"), "column 'statistic': unknown value 'last'"),
     (HEADER + GOOD_ROW.replace(",mean,", ",single,"), "aggregation 'single' with n = 5"),
     (HEADER + GOOD_ROW + GOOD_ROW, "core.csv:3: duplicate of line 2"),
     (HEADER + GOOD_ROW.replace("core,", "caadam,", 1), "'caadam' differs from the file name 'core'"),

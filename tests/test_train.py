@@ -1,5 +1,6 @@
 """The run contract: determinism, batches, resume after SIGKILL, closures, controllers, divergence."""
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -14,7 +15,7 @@ from optrepro.cli import main as cli_main
 from optrepro.optim.registry import OPTIMIZERS, OptimizerInfo
 from optrepro.plan import make_spec, run_id
 from optrepro.runner import run_batch, run_one
-from optrepro.train import CHECKPOINT, METRICS, RESULT, load_result
+from optrepro.train import CHECKPOINT, LOG_EVERY_STEPS, METRICS, RESULT, load_result
 
 
 def spec(**kw):
@@ -127,7 +128,7 @@ def test_sigkill_at_twenty_random_points_resumes_to_identical_results(tmp_path):
 
 @pytest.fixture
 def lbfgs(monkeypatch):
-    info = OptimizerInfo(name="test_lbfgs", target="torch.optim:LBFGS", requires_closure=True,
+    info = OptimizerInfo(name="test_lbfgs", target="torch.optim:LBFGS", closure="loss",
                          defaults={"lr": 0.5, "max_iter": 3, "history_size": 5})
     monkeypatch.setitem(OPTIMIZERS._entries, "test_lbfgs", info)
     return info
@@ -158,7 +159,7 @@ def test_gradient_accumulation_covers_all_micro_batches(tmp_path):
     assert abs(a["final"]["test"]["loss"] - b["final"]["test"]["loss"]) < 1e-4
 
 
-def test_optimizer_internals_are_logged(tmp_path, monkeypatch):
+def test_optimizer_internals_and_train_losses_are_logged_at_log_points(tmp_path, monkeypatch):
     class LoggingSGD(torch.optim.SGD):
         def internals(self):
             return {"lr0": self.param_groups[0]["lr"]}
@@ -167,12 +168,25 @@ def test_optimizer_internals_are_logged(tmp_path, monkeypatch):
     monkeypatch.setattr(optim_pkg, "LoggingSGD", LoggingSGD, raising=False)
     monkeypatch.setitem(OPTIMIZERS._entries, "test_logging_sgd",
                         OptimizerInfo(name="test_logging_sgd", target="optrepro.optim:LoggingSGD",
-                                      defaults={"lr": 0.1}))
-    s = spec(optimizer="test_logging_sgd", epochs=1, schedule={"name": "cosine"})
+                                      defaults={"lr": 0.1}, internals=True))
+    s = spec(optimizer="test_logging_sgd", epochs=3, schedule={"name": "cosine"})
     run_one(s, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
-    lrs = [r["lr0"] for r in records if r["kind"] == "optim"]
-    assert len(lrs) == 1197 // 64 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.01  # cosine decays
+    train = [r for r in records if r["kind"] == "train"]
+    # 18 steps per epoch: the epoch ends and every LOG_EVERY_STEPS (50) steps
+    assert LOG_EVERY_STEPS == 50 and [r["step"] for r in train] == [18, 36, 50, 54]
+    lrs = [r["lr0"] for r in train]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.1 and lrs[-1] < 0.001  # the cosine reached the group
+    assert all(math.isfinite(r["loss"]) for r in train) and train[-1]["loss"] < train[0]["loss"]
+
+
+def test_a_diverged_run_stops_at_the_next_log_point_and_names_the_first_bad_step(tmp_path):
+    s = spec(optimizer="sgd", hparams={"lr": 1e30}, epochs=3)
+    run_one(s, tmp_path)
+    result = deterministic(tmp_path, s)
+    assert result["status"] == "diverged"
+    assert result["diverged_at_step"] is not None and result["diverged_at_step"] < result["steps"]
+    assert result["steps"] % 18 == 0  # the end of an epoch: the first log point after the loss went bad
 
 
 # --- the papers' closure optimizers through the loop -------------------------------------------------
@@ -191,8 +205,8 @@ def test_closure_optimizers_pass_counts_match_their_own_counters(tmp_path, name)
     assert result["status"] == "ok"
     assert result["forward_passes"] >= result["steps"] == 1197 // 256
     records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
-    internals = [r for r in records if r["kind"] == "optim"]
-    assert len(internals) == result["steps"]
+    internals = [r for r in records if r["kind"] == "train"]
+    assert len(internals) == 1  # one log point: the end of the only epoch
     if "forward_evals" in internals[-1]:
         assert internals[-1]["forward_evals"] == result["forward_passes"]
 
@@ -256,3 +270,119 @@ def test_train_metrics_use_the_problems_train_eval_subset(tmp_path, monkeypatch)
     assert a["final"]["train"] != b["final"]["train"]
     # 100 examples: accuracy is a multiple of 1/100
     assert round(b["final"]["train"]["accuracy"] * 100, 6) == round(b["final"]["train"]["accuracy"] * 100)
+
+
+def test_at_best_valid_holds_every_split_at_the_lowest_validation_loss_and_reaches_the_runs_frame(tmp_path):
+    from optrepro.report.aggregate import collect_runs
+
+    # a large lr: the validation loss goes down, then up, so the best evaluation is not the last one
+    s = spec(optimizer="sgd", hparams={"lr": 1.5}, epochs=8, problem_args={"dropout": 0.2})
+    manifest = tmp_path / "manifest.json"
+    assert run_batch([s], tmp_path, manifest=manifest) == 0
+    result = deterministic(tmp_path, s)
+    evals = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
+    evals = [r for r in evals if r["kind"] == "eval" and r["epoch"] > 0]  # after training started
+    best = min(evals, key=lambda r: r["valid/loss"])  # min keeps the first of equals, as the loop does
+    at = result["at_best_valid"]
+    assert (at["epoch"], at["step"]) == (best["epoch"], best["step"])
+    for split in ("train", "valid", "test"):
+        assert at[split] == {k.split("/")[1]: v for k, v in best.items() if k.startswith(f"{split}/")}
+    assert best is not evals[-1], "the test needs a run whose last evaluation is not its best"
+    row = collect_runs([manifest], root=tmp_path).iloc[0]
+    assert row["at_best_valid.test.accuracy"] == at["test"]["accuracy"] and row["at_best_valid.epoch"] == at["epoch"]
+    assert row["final.test.accuracy"] == result["final"]["test"]["accuracy"]
+
+
+# --- the declarations the loop reads, through the loop ------------------------------------------------
+
+class OwnStep(torch.optim.Optimizer):
+    """Owns its step size (`step_size`, no lr) and multiplies it by the loop's lr_multiplier."""
+
+    def __init__(self, params, step_size=0.1):
+        super().__init__(params, {"step_size": step_size})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["step_size"] * group["lr_multiplier"])
+
+    def internals(self):
+        return {"multiplier": float(self.param_groups[0]["lr_multiplier"])}
+
+
+class HvpSGD(torch.optim.SGD):
+    """An SGD step that also takes a Hessian-vector product through the closure (closure="hvp")."""
+
+    def step(self, closure=None):
+        with torch.enable_grad():
+            loss = closure(backward=True, create_graph=True)
+            params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            hv = torch.autograd.grad(grads, params, grad_outputs=[torch.ones_like(g) for g in grads])
+        self.hv_norm = float(torch.stack([h.norm() for h in hv]).norm())
+        for p, g in zip(params, grads):
+            p.grad = g.detach()
+        super().step()
+        return loss
+
+    def internals(self):
+        return {"hv_norm": self.hv_norm}
+
+
+def test_a_multiplier_schedule_reaches_a_step_owning_optimizer_as_declared(tmp_path, monkeypatch):
+    import optrepro.optim as optim_pkg
+
+    monkeypatch.setattr(optim_pkg, "OwnStep", OwnStep, raising=False)
+    monkeypatch.setitem(OPTIMIZERS._entries, "test_own_step", OptimizerInfo(
+        name="test_own_step", target="optrepro.optim:OwnStep", defaults={"step_size": 0.1},
+        lr_schedule="multiplier", internals=True))
+    ours = spec(optimizer="test_own_step", epochs=3, schedule={"name": "cosine"})
+    sgd = spec(optimizer="sgd", hparams={"lr": 0.1}, epochs=3, schedule={"name": "cosine"})
+    run_batch([ours, sgd], tmp_path)
+    # the same arithmetic as SGD with lr 0.1 under the same schedule
+    assert deterministic(tmp_path, ours)["final"]["test"]["loss"] == pytest.approx(
+        deterministic(tmp_path, sgd)["final"]["test"]["loss"], rel=1e-5)
+    records = [json.loads(line) for line in (tmp_path / "runs" / run_id(ours) / METRICS).read_text().splitlines()]
+    multipliers = [r["multiplier"] for r in records if r["kind"] == "train"]
+    assert multipliers == sorted(multipliers, reverse=True) and multipliers[-1] < 0.01  # what the step used
+
+
+def test_an_hvp_closure_optimizer_trains_through_the_loop(tmp_path, monkeypatch):
+    import optrepro.optim as optim_pkg
+
+    monkeypatch.setattr(optim_pkg, "HvpSGD", HvpSGD, raising=False)
+    monkeypatch.setitem(OPTIMIZERS._entries, "test_hvp_sgd", OptimizerInfo(
+        name="test_hvp_sgd", target="optrepro.optim:HvpSGD", defaults={"lr": 0.1}, closure="hvp",
+        internals=True))
+    s = spec(optimizer="test_hvp_sgd", epochs=1)
+    run_one(s, tmp_path)
+    result = deterministic(tmp_path, s)
+    assert result["status"] == "ok" and result["backward_passes"] == result["steps"]
+    records = [json.loads(line) for line in (tmp_path / "runs" / run_id(s) / METRICS).read_text().splitlines()]
+    assert [r["hv_norm"] > 0 for r in records if r["kind"] == "train"] == [True]
+
+
+def test_a_schedule_for_an_optimizer_that_owns_its_step_size_is_refused_at_plan_time(tmp_path):
+    with pytest.raises(ValueError, match="'fuzzy_second_order' sets its own step size.*schedule 'cosine'"):
+        spec(optimizer="fuzzy_second_order", schedule={"name": "cosine"})
+    with pytest.raises(ValueError, match="controller 'reduce_on_plateau'"):
+        spec(optimizer="sls", controllers=[{"name": "reduce_on_plateau"}])
+    spec(optimizer="sls", controllers=[{"name": "early_stopping"}])  # stops the run, leaves the step size alone
+    hand_written = spec(optimizer="sls")
+    hand_written["schedule"] = {"name": "cosine", "args": {}}  # past make_spec: the loop refuses it too
+    with pytest.raises(ValueError, match="sets its own step size"):
+        run_one(hand_written, tmp_path)
+
+
+def test_configure_torch_turns_determinism_on_without_importing_the_compiler_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from optrepro.runner import configure_torch; configure_torch(1); "
+            "assert torch.are_deterministic_algorithms_enabled(), 'off'; "
+            "assert torch.is_deterministic_algorithms_warn_only_enabled(), 'not warn-only'; "
+            "assert 'torch._inductor' not in sys.modules, 'inductor imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

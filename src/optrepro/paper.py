@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from optrepro.io import atomic_write_text
-from optrepro.problems.registry import SCALES
+from optrepro.problems.registry import SCALES, check_scale
 
 TEX_PACKAGES = ("texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-pictures "
                 "texlive-science lmodern latexmk")
@@ -69,8 +69,7 @@ def papers_tex(papers: list[str], scale: str, paper_dir: Path = Path("paper"),
 
 def build_pdf(scale: str, output: Path, paper_dir: Path = Path("paper"), papers: list[str] | None = None,
               config_dir: Path = Path("config")) -> None:
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}. Valid choices: {', '.join(SCALES)}")
+    check_scale(scale)
     if shutil.which("latexmk") is None or shutil.which("pdflatex") is None:
         raise FileNotFoundError(f"latexmk/pdflatex not found: install the Debian packages {TEX_PACKAGES} "
                                 "(`make tex-deps` does it as root)")

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from optrepro import optim, problems, schedules
-from optrepro.registry import Registry, check_keys
+from optrepro.registry import Registry, check_keys, unknown
 
-SPEC_VERSION = 1  # bump when the meaning of a spec field changes
+# bump when the meaning of a spec field changes. 2: noise and augmentation draw from one stream per run (seeded
+# from noise_seed / data_seed, checkpointed) instead of a reseed before every forward; a diverged run stops at
+# the next log point (optrepro.train.LOG_EVERY_STEPS)
+SPEC_VERSION = 2
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 RUN_ID_HEX = 20
@@ -93,12 +96,13 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
         cargs = dict(c.pop("args", {}), **c)
         schedules.build_controller(cname, **cargs)
         ctrl.append({"name": cname, "args": cargs})
+    check_schedule_applies(optimizer, sname, [c["name"] for c in ctrl])
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}. Valid choices: {', '.join(DEVICES)}")
+        raise unknown("device", device, DEVICES)
     if scale == "smoke":
         device = "cpu"  # smoke runs are pinned to the CPU: CI and reviewers' laptops have no GPU
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}. Valid choices: {', '.join(PRECISIONS)}")
+        raise unknown("precision", precision, PRECISIONS)
     defaults = pinfo.defaults[scale]
     spec = {
         "spec_version": SPEC_VERSION,
@@ -128,6 +132,20 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
             raise ValueError(f"{key} must be >= 1, got {spec[key]}")
     canonical_json(spec)  # fails early on NaN/inf or non-JSON values
     return spec
+
+
+def check_schedule_applies(optimizer: str, schedule: str, controllers: Iterable[str]) -> None:
+    """Refuse an outer lr schedule (a non-constant schedule or an lr controller) for an optimizer that owns its
+    step size and declares that it takes none (OptimizerInfo.lr_schedule == "refused"): it would have no effect."""
+    if optim.info(optimizer).lr_schedule != "refused":
+        return
+    changing = [c for c in controllers if schedules.controller_changes_lr(c)]
+    if schedule != "constant" or changing:
+        given = [f"schedule {schedule!r}"] if schedule != "constant" else []
+        given += [f"controller {c!r}" for c in changing]
+        raise ValueError(f"optimizer {optimizer!r} sets its own step size and takes no outer learning-rate schedule "
+                         f"(its registry entry declares lr_schedule='refused'), but the spec gives "
+                         f"{' and '.join(given)}: use the constant schedule and no lr controller")
 
 
 def check_spec(spec: Mapping[str, Any]) -> None:

@@ -20,10 +20,16 @@ class UnknownNameError(KeyError, ValueError):
 
 
 def unknown(kind: str, name: object, choices) -> UnknownNameError:
-    choices = sorted(choices)
-    close = difflib.get_close_matches(str(name), choices, n=1)
+    """The one error for a name or value outside its choices: names it, suggests the closest, lists them all
+    (sorted; choices may be strings or numbers)."""
+    try:
+        choices = sorted(choices)
+    except TypeError:  # mixed types
+        choices = sorted(choices, key=str)
+    texts = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), texts, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Valid choices: {', '.join(choices)}")
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Valid choices: {', '.join(texts)}")
 
 
 def check_keys(kind: str, given, valid) -> None:

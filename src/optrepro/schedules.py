@@ -176,6 +176,7 @@ class Controller:
 
     lr_factor: float = 1.0
     should_stop: bool = False
+    changes_lr: bool = False  # class-level: whether lr_factor can move (an outer lr schedule, for the plan)
 
     def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
         raise NotImplementedError
@@ -201,6 +202,10 @@ def register_controller(name: str, defaults: Mapping[str, Any]):
         return cls
 
     return wrap
+
+
+def controller_changes_lr(name: str) -> bool:
+    return CONTROLLERS.get(name)[0].changes_lr
 
 
 def build_controller(name: str, **args) -> Controller:
@@ -253,6 +258,8 @@ class ReduceOnPlateau(_Monitor):
     - when `wait` reaches `patience` and the factor is above min_lr_factor: factor = max(factor * factor_,
       min_lr_factor), cooldown starts, `wait` = 0. At the floor nothing is reset, as in Keras.
     """
+
+    changes_lr = True
 
     def __init__(self, monitor, mode, factor, patience, min_delta, cooldown, min_lr_factor):
         super().__init__(monitor, mode, min_delta)

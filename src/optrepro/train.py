@@ -2,14 +2,32 @@
 
     train(spec, run_dir) -> result dict (also written to run_dir/result.json)
 
-Determinism: the model is built right after torch.manual_seed(init_seed); the order of epoch e is a
-permutation drawn from a generator seeded by (data_seed, e); the augmentation of step s of epoch e from
-(data_seed, e, s, micro); the noise (dropout, sampling) from (noise_seed, e, s, micro), re-seeded before every
-forward so a closure replays it. Nothing else draws random numbers, so a run resumed from a checkpoint at any
-step continues exactly as the uninterrupted run, and a run gives the same result alone or in a batch.
+The loop knows an optimizer only through its registry entry (optrepro.optim.registry.OptimizerInfo): how an
+outer lr schedule reaches it, which hyperparameters take the run's length, whether it takes a closure, how
+BatchNorm statistics behave at its trial points, and whether it has internals to log.
+
+Randomness: each stream is seeded once per run from the spec and then flows on; a checkpoint holds the streams'
+states, so a run resumed from a checkpoint at any step continues exactly as the uninterrupted run, and a run gives
+the same result alone or in a batch:
+- the model is built right after seeding torch's CPU generator with init_seed;
+- the order of epoch e is a permutation drawn from a generator seeded by (data_seed, e);
+- augmentation draws from one generator seeded by (data_seed, AUGMENT_STREAM);
+- noise (dropout, sampling) draws from torch's default generators (closure.NoiseRNG), seeded by (noise_seed,
+  NOISE_STREAM); a closure replays its step's noise by restoring their state (optrepro.closure).
+
+Log points: every LOG_EVERY_STEPS steps and at the end of every epoch. Only there does the loop read device
+values: the step losses since the last log point (their mean is logged, and a non-finite one stops the run as
+diverged, `diverged_at_step` naming the first), the optimizer's internals, the progress bar's loss. Between log
+points a step on a GPU does not synchronise with the host (tests/test_gpu.py checks it under
+torch.cuda.set_sync_debug_mode("error"), which `Trainer(sync_check=True)` turns on between log points).
+
+metrics.jsonl: {"kind": "eval", "epoch": epochs done, "step", "lr_factor", "<split>/<metric>": ...} before training
+and after every eval_every-th epoch; {"kind": "train", "epoch": the epoch in progress, "step": steps done,
+"loss": mean step loss since the last log point, **internals} at every log point.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -22,15 +40,19 @@ from typing import Any, Mapping
 import torch
 
 from optrepro import optim, problems, schedules
-from optrepro.closure import StepClosure
-from optrepro.io import append_jsonl, atomic_write_json, truncate_lines
-from optrepro.optim import _base as optim_base
+from optrepro.closure import NoiseRNG, StepClosure
+from optrepro.io import atomic_write_json, truncate_lines
+from optrepro.optim.registry import LR_MULTIPLIER
+from optrepro.plan import check_schedule_applies
 from optrepro.provenance import provenance
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 SPEC = "spec.json"
+LOG_EVERY_STEPS = 50
+# second part of derived_seed(seed, stream) for the per-run streams; epochs are >= 0, so never an epoch's order
+NOISE_STREAM, AUGMENT_STREAM = -1, -2
 
 
 class Interrupted(Exception):
@@ -90,11 +112,12 @@ def _splits_on(problem, device: torch.device) -> dict:
     return _DEVICE_SPLITS[key]
 
 
-def _autocast(spec, device):
-    # an optimizer's finite-difference probe (fuzzy) asks for fp32 through the closure: bf16 stands down
-    if spec["precision"] == "bf16" and not optim_base.full_precision_requested():
+def _autocast(spec, device, full_precision: bool = False):
+    """bf16 autocast for a bf16 spec; none in fp32, or when a closure asks for full precision (a finite
+    difference, optrepro.closure)."""
+    if spec["precision"] == "bf16" and not full_precision:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -103,25 +126,35 @@ def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | 
     n = len(split) if limit is None else min(limit, len(split))
     was_training = model.training
     model.eval()
-    sums: dict[str, torch.Tensor] = {}  # kept on the device: one synchronisation per evaluation, not per batch
+    names: list[str] | None = None
+    rows: list[torch.Tensor] = []  # each batch's metric sums, kept on the device: one host read per evaluation
     count = 0
     carry = problem.init_carry(batch_size, device)
     # Carried state needs full batches, and DeepOBS problems drop the partial last batch too.
     drop_last = carry is not None or problem.drop_last_eval
+    autocast = spec["precision"] != "fp32"
     for start in range(0, n, batch_size):
-        index = torch.arange(start, min(start + batch_size, n))
-        if drop_last and len(index) != batch_size:
+        stop = min(start + batch_size, n)
+        if drop_last and stop - start != batch_size:
             break
-        batch = split.batch(index.to(split.tensors[0].device))
-        with _autocast(spec, device):
-            out = problem.forward(model, batch, carry)
+        if autocast:
+            with _autocast(spec, device):
+                out = problem.forward(model, split.rows(start, stop), carry)
+        else:
+            out = problem.forward(model, split.rows(start, stop), carry)
         carry = out.carry
-        for k, v in out.sums.items():
-            v = v.detach().double() if torch.is_tensor(v) else torch.tensor(float(v), dtype=torch.float64)
-            sums[k] = sums[k] + v.to(sums[k].device) if k in sums else v
+        sums = out.sums
+        if names is None:
+            names = list(sums)
+        rows.append(torch.stack([torch.as_tensor(sums[k], device=device).detach() for k in names]))
         count += out.count
     model.train(was_training)
-    return {k: float(v) / max(count, 1) for k, v in sums.items()}
+    if not rows:
+        return {}
+    totals = [0.0] * len(names)
+    for row in torch.stack(rows).double().tolist():  # summed in float64, batch after batch
+        totals = [t + v for t, v in zip(totals, row)]
+    return {k: t / max(count, 1) for k, t in zip(names, totals)}
 
 
 def _better(metric: str, new: float, old: float | None, higher: Mapping[str, bool]) -> bool:
@@ -131,39 +164,49 @@ def _better(metric: str, new: float, old: float | None, higher: Mapping[str, boo
 
 
 class Trainer:
-    """The state of one run; `run()` trains from scratch or from the checkpoint in run_dir."""
+    """The state of one run; `run()` trains from scratch or from the checkpoint in run_dir.
+
+    sync_check=True (CUDA only; a debugging aid, the GPU tests use it): torch.cuda.set_sync_debug_mode("error")
+    between log points, so any host-device synchronisation in a step raises.
+    """
 
     def __init__(self, spec: Mapping[str, Any], run_dir: Path, *, checkpoint_every_s: float = 600.0,
-                 progress: bool | None = None, eval_batch_size: int | None = None):
+                 progress: bool | None = None, eval_batch_size: int | None = None, sync_check: bool = False):
         self.spec = spec
         self.run_dir = Path(run_dir)
         self.checkpoint_every_s = checkpoint_every_s
         self.progress = progress
         self.device = _device(spec)
+        self.sync_check = sync_check and self.device.type == "cuda"
         self.problem = problems.get(spec["problem"], spec["scale"], **spec["problem_args"])
         self.splits = _splits_on(self.problem, self.device)
         # Problems that drop partial batches (DeepOBS) evaluate in training batches, as DeepOBS does; others
         # in a multiple of it (carried state, e.g. the char-RNN, needs whole multiples of the training batch).
         multiple = 1 if self.problem.drop_last_eval else max(1, 256 // spec["batch_size"])
         self.eval_batch_size = eval_batch_size or spec["batch_size"] * multiple
-        torch.manual_seed(spec["init_seed"])
+        # the model is built on the CPU: its init draws from the CPU generator only (torch.manual_seed would
+        # also seed every accelerator backend, through lazy calls that cost about 0.7 ms a run)
+        torch.default_generator.manual_seed(spec["init_seed"])
         self.model = self.problem.build_model().to(self.device)
         self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         n_train = len(self.splits["train"])
         self.steps_per_epoch = max(n_train // spec["batch_size"], 1)  # the last partial batch is dropped
         self.total_steps = self.steps_per_epoch * spec["epochs"]
         opt = spec["optimizer"]
         self.opt_info = optim.info(opt["name"])
-        hparams = dict(opt["hparams"])
-        if "total_steps" in hparams and hparams["total_steps"] is None:
-            # Optimizers whose internals are functions of t/T (NOS decays, the fuzzy controller) get the run's
-            # length; it follows from the spec, so the run id need not carry it.
-            hparams["total_steps"] = self.total_steps
+        # make_spec refused this already; a spec written by hand must not log a factor it never applies
+        check_schedule_applies(opt["name"], spec["schedule"]["name"], [c["name"] for c in spec["controllers"]])
+        hparams = self.opt_info.fill_run_length(opt["hparams"], self.total_steps)
         self.optimizer = optim.build(opt["name"], self.model, **hparams)
-        for group in self.optimizer.param_groups:
-            group.setdefault("initial_lr", group.get("lr", 1.0))
+        if self.opt_info.lr_schedule == "group_lr":
+            for group in self.optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        self.trial_batchnorm = self.opt_info.trial_batchnorm_for(hparams)
         self.schedule = schedules.build_schedule(spec["schedule"]["name"], **spec["schedule"]["args"])
         self.controllers = [schedules.build_controller(c["name"], **c["args"]) for c in spec["controllers"]]
+        self.noise = NoiseRNG(self.device)
+        self.augment = torch.Generator()
         # progress state (all checkpointed)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -171,14 +214,22 @@ class Trainer:
         self.forward_passes = 0
         self.backward_passes = 0
         self.carry = None
+        self.pending_losses: list[torch.Tensor] = []  # step losses since the last log point, on the device
         self.final: dict[str, dict[str, float]] = {}
         self.best: dict[str, dict[str, float]] = {}
+        self.at_best_valid: dict[str, Any] = {}
         self.metrics_lines = 0
         self.evaluated_epoch0 = False
         self.status = "ok"
+        self.diverged_at_step: int | None = None
         self.resumes = 0
+        self._metrics = None  # metrics.jsonl, open while the run runs
 
     # --- checkpoints --------------------------------------------------------------------------------
+    def seed_streams(self) -> None:
+        self.noise.seed(derived_seed(self.spec["noise_seed"], NOISE_STREAM))
+        self.augment.manual_seed(derived_seed(self.spec["data_seed"], AUGMENT_STREAM))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -188,8 +239,11 @@ class Trainer:
                          "forward_passes": self.forward_passes, "backward_passes": self.backward_passes,
                          "metrics_lines": self.metrics_lines, "evaluated_epoch0": self.evaluated_epoch0,
                          "resumes": self.resumes},
+            "rng": {"noise": self.noise.get_state(), "augment": self.augment.get_state()},
+            "pending_losses": [loss.detach() for loss in self.pending_losses],
             "final": self.final,
             "best": self.best,
+            "at_best_valid": self.at_best_valid,
             "carry": self.carry,
         }
 
@@ -209,14 +263,21 @@ class Trainer:
             c.load_state_dict(s)
         for k, v in state["progress"].items():
             setattr(self, k, v)
+        self.noise.set_state(state["rng"]["noise"])
+        self.augment.set_state(state["rng"]["augment"].cpu())
+        self.pending_losses = list(state["pending_losses"])
         self.final, self.best, self.carry = state["final"], state["best"], state["carry"]
+        self.at_best_valid = state["at_best_valid"]
         self.resumes += 1
         truncate_lines(self.run_dir / METRICS, self.metrics_lines)  # drop records written after the checkpoint
         return True
 
     # --- logging ------------------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.run_dir / METRICS, record)
+        if self._metrics is None:  # kept open for the run: an open per record costs more than the record
+            self._metrics = open(self.run_dir / METRICS, "a")
+        self._metrics.write(json.dumps(record, sort_keys=True) + "\n")
+        self._metrics.flush()  # in the OS's hands before any checkpoint counts it (metrics_lines)
         self.metrics_lines += 1
 
     def lr_factor(self, step: int) -> float:
@@ -225,20 +286,40 @@ class Trainer:
             factor *= c.lr_factor
         return factor
 
+    def apply_schedule(self, step: int) -> None:
+        """The outer schedule's factor for `step`, applied as the optimizer's registry entry declares."""
+        how = self.opt_info.lr_schedule
+        if how == "refused":  # the plan refused any schedule for it: the factor is 1
+            return
+        factor = self.lr_factor(step)
+        for group in self.optimizer.param_groups:
+            if how == "group_lr":
+                group["lr"] = group["initial_lr"] * factor
+            else:
+                group[LR_MULTIPLIER] = factor
+
     def evaluate_all(self) -> dict[str, float]:
         record: dict[str, float] = {}
+        evaluated: dict[str, dict[str, float]] = {}
         for split_name in ("train", "valid", "test"):
             if split_name not in self.splits:
                 continue
             limit = self.problem.train_eval_size if split_name == "train" else None
             values = evaluate(self.problem, self.model, self.splits[split_name], self.eval_batch_size,
                               self.device, self.spec, limit)
-            self.final[split_name] = values
+            evaluated[split_name] = values
             best = self.best.setdefault(split_name, {})
             for metric, value in values.items():
                 if _better(metric, value, best.get(metric), self.problem.higher_is_better):
                     best[metric] = value
                 record[f"{split_name}/{metric}"] = value
+        self.final = evaluated
+        # the weights a Keras EarlyStopping(restore_best_weights) run would restore: the evaluation with the
+        # lowest validation loss after training started (the epoch-0 evaluation is of the initial weights)
+        valid_loss = evaluated.get("valid", {}).get("loss")
+        if self.epoch > 0 and valid_loss is not None and \
+                _better("loss", valid_loss, self.at_best_valid.get("valid", {}).get("loss"), {}):
+            self.at_best_valid = {**evaluated, "epoch": self.epoch, "step": self.global_step}
         return record
 
     def eval_and_log(self) -> bool:
@@ -252,79 +333,125 @@ class Trainer:
             c.observe(self.epoch, record)
         return True
 
+    def log_point(self, bar) -> bool:
+        """Read the step losses since the last log point (one host read), log their mean and the optimizer's
+        internals; False when a loss was not finite (the run diverged at `diverged_at_step`)."""
+        if not self.pending_losses:
+            return True
+        losses = torch.stack([loss.float() for loss in self.pending_losses]).tolist()
+        first_step = self.global_step - len(losses)
+        self.pending_losses = []
+        record: dict[str, Any] = {"kind": "train", "epoch": self.epoch, "step": self.global_step,
+                                  "loss": sum(losses) / len(losses)}
+        if self.opt_info.internals:
+            record.update(self.optimizer.internals())
+        self.log(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        if bad:
+            self.diverged_at_step = first_step + bad[0]
+            return False
+        return True
+
     # --- the loop -----------------------------------------------------------------------------------
-    def micro_batches(self, order: torch.Tensor, epoch: int, step: int) -> list:
+    def epoch_order(self) -> torch.Tensor:
+        train = self.splits["train"]
+        order = train.order(generator(self.spec["data_seed"], self.epoch))
+        return order.to(train.tensors[0].device)  # once per epoch: a step slices it where the data lives
+
+    def micro_batches(self, order: torch.Tensor) -> list:
         spec = self.spec
         train = self.splits["train"]
         bs = spec["batch_size"]
+        step = self.step_in_epoch
         index = order[step * bs:(step + 1) * bs] if len(train) >= bs else order
-        chunks = index.chunk(spec["grad_accum"])
-        return [train.batch(chunk.to(train.tensors[0].device), generator(spec["data_seed"], epoch, step, m))
-                for m, chunk in enumerate(chunks)]
+        chunks = index.chunk(spec["grad_accum"]) if spec["grad_accum"] > 1 else (index,)
+        return [train.batch(chunk, self.augment) for chunk in chunks]
 
-    def forward(self, model, batch, carry):
-        with _autocast(self.spec, self.device):
+    def forward(self, model, batch, carry, full_precision: bool = False):
+        with _autocast(self.spec, self.device, full_precision):
             return self.problem.forward(model, batch, carry)
 
-    def train_step(self, order: torch.Tensor) -> float:
-        spec = self.spec
-        epoch, step = self.epoch, self.step_in_epoch
-        batches = self.micro_batches(order, epoch, step)
-        seeds = [derived_seed(spec["noise_seed"], epoch, step, m) for m in range(len(batches))]
-        factor = self.lr_factor(self.global_step)
-        for group in self.optimizer.param_groups:
-            if "lr" in group:  # line searches set their own step size: they have no lr to schedule
-                group["lr"] = group["initial_lr"] * factor
-        closure = StepClosure(self.model, self.forward, batches, seeds, carry=self.carry,
-                              trial_batchnorm=getattr(self.optimizer, "trial_batchnorm", "frozen"))
-        if self.opt_info.requires_closure:
-            loss = self.optimizer.step(closure)
-            if loss is None:
-                loss = closure.first_loss
+    def train_step(self, order: torch.Tensor) -> None:
+        """One optimizer step; its loss joins `pending_losses` on the device (read at the next log point)."""
+        info = self.opt_info
+        self.apply_schedule(self.global_step)
+        closure = StepClosure(self.model, self.forward, self.micro_batches(order), carry=self.carry,
+                              trial_batchnorm=self.trial_batchnorm, params=self.params,
+                              noise=self.noise if info.requires_closure else None)
+        if info.requires_closure:
+            self.optimizer.step(closure)
+            if closure.first_loss is None:
+                raise RuntimeError(f"optimizer {info.name!r} is declared closure={info.closure!r} but its step "
+                                   f"did not call the closure")
         else:
-            loss = closure()
+            closure()
             self.optimizer.step()
         self.forward_passes += closure.forward_passes
         self.backward_passes += closure.backward_passes
-        carry = closure.first_outputs[-1].carry if closure.first_outputs else None
-        self.carry = _detach(carry)
-        internals = getattr(self.optimizer, "internals", None)
-        if internals is not None:
-            self.log({"kind": "optim", "step": self.global_step, **internals()})
+        carry = closure.first_outputs[-1].carry
+        self.carry = None if carry is None else _detach(carry)
+        self.pending_losses.append(closure.first_loss)
         self.global_step += 1
         self.step_in_epoch += 1
-        return float(loss)
+
+    def _check_syncs(self, on: bool) -> None:
+        if self.sync_check:
+            torch.cuda.set_sync_debug_mode("error" if on else "default")
 
     def run(self) -> dict[str, Any]:
-        spec = self.spec
         start = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.load_checkpoint():
             (self.run_dir / METRICS).write_text("")
-        last_ckpt = time.monotonic()
+            self.seed_streams()
         bar = _progress_bar(self.total_steps, self.global_step, self.progress)
+        try:
+            self._loop(bar)
+        finally:
+            self._check_syncs(False)
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
+            if bar is not None:
+                bar.close()
+        return self.result(time.perf_counter() - start)
+
+    def _loop(self, bar) -> None:
+        spec = self.spec
+        last_ckpt = time.monotonic()
         with _Signals() as signals:
             if not self.evaluated_epoch0:
                 self.evaluated_epoch0 = True
                 if not self.eval_and_log():
                     self.status = "diverged"
             while self.status == "ok" and self.epoch < spec["epochs"]:
-                order = self.splits["train"].order(generator(spec["data_seed"], self.epoch))
+                order = self.epoch_order()
                 while self.step_in_epoch < self.steps_per_epoch:
-                    loss = self.train_step(order)
+                    self._check_syncs(True)
+                    self.train_step(order)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-                    if not math.isfinite(loss):
+                    mid_log = self.global_step % LOG_EVERY_STEPS == 0 and self.step_in_epoch < self.steps_per_epoch
+                    due = time.monotonic() - last_ckpt >= self.checkpoint_every_s
+                    if not (mid_log or due or signals.received is not None):
+                        continue
+                    self._check_syncs(False)
+                    if mid_log and not self.log_point(bar):
                         self.status = "diverged"
                         break
                     if signals.received is not None:
                         self.save_checkpoint()
                         raise Interrupted(f"signal {signals.received}: checkpoint written at step {self.global_step}")
-                    if time.monotonic() - last_ckpt >= self.checkpoint_every_s:
+                    if due:
                         self.save_checkpoint()
                         last_ckpt = time.monotonic()
+                self._check_syncs(False)
                 if self.status != "ok":
+                    break
+                if not self.log_point(bar):
+                    self.status = "diverged"
                     break
                 self.epoch += 1
                 self.step_in_epoch = 0
@@ -334,11 +461,9 @@ class Trainer:
                         self.status = "diverged"
                     elif any(c.should_stop for c in self.controllers):
                         break
-                    self.save_checkpoint()  # cheap relative to an epoch; an epoch boundary is a natural point
+                if time.monotonic() - last_ckpt >= self.checkpoint_every_s:
+                    self.save_checkpoint()
                     last_ckpt = time.monotonic()
-        if bar is not None:
-            bar.close()
-        return self.result(time.perf_counter() - start)
 
     def result(self, wall_time_s: float) -> dict[str, Any]:
         forward_only = self.forward_passes - self.backward_passes
@@ -346,8 +471,10 @@ class Trainer:
             "status": self.status,
             "final": self.final,
             "best": self.best,
+            "at_best_valid": self.at_best_valid,
             "steps": self.global_step,
             "epochs": self.epoch,
+            "diverged_at_step": self.diverged_at_step,
             "forward_passes": self.forward_passes,
             "backward_passes": self.backward_passes,
             "cost_units": self.backward_passes + forward_only / 3.0,

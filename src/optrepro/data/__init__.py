@@ -11,8 +11,8 @@ Importing this package does not import torch.
 """
 from optrepro.data.arrays import (PreparedMismatchError, decode_image, default_root, load_arrays, prepare,
                                   weights_dir, weights_file)
-from optrepro.data.download import (ChecksumError, DownloadError, UnsafeArchiveError, UnverifiedChecksumWarning,
-                                    fetch, is_verified, marker_path, safe_extract)
+from optrepro.data.download import ChecksumError, DownloadError, UnverifiedChecksumWarning, fetch
+from optrepro.data.layout import UnsafeArchiveError, is_verified, marker_path, safe_extract
 from optrepro.data.imagenet import ImageNetNotFoundError, verify_imagenet
 from optrepro.data.sources import SOURCES, RemoteFile, Source, downloadable, get, names
 

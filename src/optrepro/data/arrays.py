@@ -25,8 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
-from optrepro.data.download import (extracted_dir, file_digests, marker_path, prepared_dir, raw_dir,
-                                    resolve_source, safe_extract, source_dir)
+from optrepro.data.layout import (extracted_dir, file_digests, marker_path, prepared_dir, raw_dir, resolve_source,
+                                  safe_extract, source_dir)
 from optrepro.data.sources import Source
 from optrepro.io import atomic_write_json
 from optrepro.registry import import_target

@@ -2,43 +2,36 @@
 
     fetch("cifar10", root="data")   # download, verify, extract, prepare; then write data/cifar10/.verified
 
-Layout of one source under the data root:
-
-    <root>/<source>/raw/<file>              downloaded files, kept only once their checksum matched
-    <root>/<source>/extracted/<archive>/    each archive unpacked (a temp dir renamed when complete)
-    <root>/<source>/prepared/               arrays decoded once (see prepare.py)
-    <root>/<source>/checksums.json          the sha256 seen for every file (trust on first use where no
-                                            checksum is published)
-    <root>/<source>/.verified               written last, atomically: the DAG's output for the source
+The top layer of optrepro.data: the layout of a source's files (layout.py) and their decoding (arrays.py) sit
+below it. checksums.json records the sha256 seen for every file (trust on first use where no checksum is
+published).
 
 Everything is idempotent: a source with its marker is skipped; a raw file matching its checksum is not
 downloaded again; an archive already unpacked is not unpacked again.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import warnings
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from optrepro.data import sources as _sources
+from optrepro.data.arrays import prepare
+from optrepro.data.layout import (CHUNK, extracted_dir, file_digests, is_verified, marker_path, raw_dir,
+                                  resolve_source, safe_extract, source_dir)
 from optrepro.data.sources import RemoteFile, Source
 from optrepro.io import atomic_write_json
 
 log = logging.getLogger("optrepro.data")
 
-MARKER = ".verified"
-CHUNK = 1 << 20
 USER_AGENT = "optrepro-data/1 (+reproducible research pipeline)"
 OFFLINE_ENV = "OPTREPRO_OFFLINE"  # "1": never touch the network, use only files already present
 
@@ -51,53 +44,11 @@ class ChecksumError(ValueError):
     pass
 
 
-class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the target directory (path traversal, absolute path, bad link)."""
-
-
 class UnverifiedChecksumWarning(UserWarning):
     """A file has no published checksum: its sha256 was recorded on first download (trust on first use)."""
 
 
-# ----------------------------------------------------------------------------------------------- paths
-def resolve_source(source: str | Source) -> Source:
-    return source if isinstance(source, Source) else _sources.get(source)
-
-
-def source_dir(root: str | Path, name: str) -> Path:
-    return Path(root) / name
-
-
-def raw_dir(root, name) -> Path:
-    return source_dir(root, name) / "raw"
-
-
-def extracted_dir(root, name) -> Path:
-    return source_dir(root, name) / "extracted"
-
-
-def prepared_dir(root, name) -> Path:
-    return source_dir(root, name) / "prepared"
-
-
-def marker_path(root, name) -> Path:
-    return source_dir(root, name) / MARKER
-
-
-def is_verified(root, name) -> bool:
-    return marker_path(root, name).is_file()
-
-
 # ----------------------------------------------------------------------------------------------- digests
-def file_digests(path: Path) -> dict[str, str]:
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-
-
 def check_digests(spec: RemoteFile, digests: dict[str, str], size: int, recorded_sha256: str | None) -> str | None:
     """None if the file is good, else why not. Published checksums win; a recorded sha256 is the fallback."""
     if spec.size is not None and size != spec.size:
@@ -162,69 +113,6 @@ def download_file(spec: RemoteFile, dest: Path, *, recorded_sha256: str | None =
         + f"\nYou can place the file by hand at {dest}; its checksum is still checked.")
 
 
-# ----------------------------------------------------------------------------------------------- extraction
-def _inside(target: Path, name: str) -> bool:
-    """Whether archive member `name` resolves inside `target` (refuses absolute paths and ../ escapes)."""
-    if not name or PurePosixPath(name).is_absolute() or Path(name).is_absolute() or name.startswith(("/", "\\")):
-        return False
-    if any(part == ".." for part in PurePosixPath(name.replace("\\", "/")).parts):
-        return False
-    resolved = (target / name).resolve()
-    return resolved == target or target in resolved.parents
-
-
-def _check_tar(tar: tarfile.TarFile, target: Path) -> None:
-    for member in tar.getmembers():
-        if not _inside(target, member.name):
-            raise UnsafeArchiveError(f"archive member {member.name!r} would be written outside {target}")
-        if member.issym() or member.islnk():
-            base = (target / member.name).parent if member.issym() else target
-            if PurePosixPath(member.linkname).is_absolute() or not _inside(target, os.path.relpath(
-                    (base / member.linkname).resolve(), target)):
-                raise UnsafeArchiveError(
-                    f"archive link {member.name!r} -> {member.linkname!r} points outside {target}")
-        elif not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(f"archive member {member.name!r} is a device or fifo; refused")
-
-
-def safe_extract(archive: Path, target: Path) -> Path:
-    """Unpack a tar (.tar, .tar.gz/.tgz, .tar.xz), .zip or single-file .gz archive into `target`.
-
-    Every member is checked before anything is written; a member with `..`, an absolute path, or a link
-    pointing outside `target` raises UnsafeArchiveError. The archive is unpacked into a temporary directory
-    that is renamed to `target` once complete, so a killed extraction leaves nothing that looks finished.
-    """
-    archive, target = Path(archive), Path(target)
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        tmp_resolved = tmp.resolve()
-        name = archive.name.lower()
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    if not _inside(tmp_resolved, info.filename):
-                        raise UnsafeArchiveError(f"archive member {info.filename!r} would be written outside "
-                                                 f"{target}")
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tar:
-                _check_tar(tar, tmp_resolved)
-                tar.extractall(tmp, filter="data")
-        elif name.endswith(".gz"):
-            with gzip.open(archive, "rb") as src, open(tmp / archive.name[:-3], "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)
-        else:
-            raise ValueError(f"{archive}: not a tar, zip or gz archive")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 # ----------------------------------------------------------------------------------------------- fetch
 def ensure_files(source: str | Source, root: str | Path, *, retries: int = 3, backoff_s: float = 2.0,
                  timeout_s: float = 60.0) -> dict[str, dict[str, str]]:
@@ -273,8 +161,6 @@ def fetch(source: str | Source, root: str | Path = "data", *, force: bool = Fals
     `force`: re-check every file and redo extraction and preparation even if the marker exists.
     """
     from filelock import FileLock
-
-    from optrepro.data.arrays import prepare
 
     source = resolve_source(source)
     if source.kind == "user_dir":

@@ -82,7 +82,7 @@ def verify_imagenet(directory: str | Path | None, root: str | Path | None = None
 
 def _write_index(root: Path, index, classes, directory: Path) -> None:
     from optrepro.data.arrays import ArrayWriter
-    from optrepro.data.download import marker_path, prepared_dir
+    from optrepro.data.layout import marker_path, prepared_dir
     from optrepro.io import atomic_write_json
 
     target = prepared_dir(root, "imagenet")

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Union
 
+from optrepro.registry import unknown
+
 EPS = 1e-7  # the Keras epsilon the authors' ops add
 
 # name -> (text, latex) ; the order is the code's operand index 0..19, then final-only operands
@@ -135,8 +137,8 @@ def decay_base(k: int, t: float, total: float, a14: str = "search") -> float:
             return BETA0 - a13
         if a14 == "final":
             return (BETA0 - beta_d) / ((1 - BETA0) + beta_d)
-        raise ValueError(f"unknown a14 variant {a14!r}. Valid choices: search, final")
-    raise ValueError(f"unknown decay base a{k}. Valid choices: a1..a14")
+        raise unknown("a14 variant", a14, ("search", "final"))
+    raise unknown("decay base", f"a{k}", DECAY_BASES)
 
 
 def _sigmoid(x: float) -> float:
@@ -162,6 +164,7 @@ def _i1e(x: float) -> float:
     return math.exp(-abs(x)) * total
 
 
+DECAY_BASES = tuple(f"a{k}" for k in range(1, 15))  # a1..a14
 DECAY_UNARY = {
     "sigmoid": _sigmoid, "dsoft": lambda x: 1 / (1 + abs(x)), "erf": math.erf, "erfc": math.erfc,
     "tanh": math.tanh, "atan": math.atan, "i1e": _i1e, "square": lambda x: x * x,
@@ -251,7 +254,7 @@ class Genome:
 
 def validate(genome: Genome) -> None:
     if genome.momentum not in MOMENTUM_TYPES:
-        raise ValueError(f"unknown momentum {genome.momentum!r}. Valid choices: {', '.join(MOMENTUM_TYPES)}")
+        raise unknown("momentum", genome.momentum, MOMENTUM_TYPES)
     if not genome.nodes:
         raise ValueError("a genome needs at least one node")
     for i, node in enumerate(genome.nodes):
@@ -259,10 +262,10 @@ def validate(genome: Genome) -> None:
         if table is None:
             raise ValueError(f"node {i}: {len(node.inputs)} inputs; a node is unary (1) or binary (2)")
         if node.op not in table:
-            raise ValueError(f"node {i}: unknown op {node.op!r}. Valid choices: {', '.join(table)}")
+            raise unknown(f"op (node {i})", node.op, table)
         for edge in node.inputs:
             if isinstance(edge.source, str) and edge.source not in OPERANDS:
-                raise ValueError(f"node {i}: unknown operand {edge.source!r}. Valid choices: {', '.join(OPERANDS)}")
+                raise unknown(f"operand (node {i})", edge.source, OPERANDS)
             if isinstance(edge.source, int) and not 0 <= edge.source < i:
                 raise ValueError(f"node {i}: input {edge.source} must be an earlier node (the graph is acyclic)")
             if edge.decay is not None:
@@ -275,11 +278,11 @@ def _validate_decay(expr: Decay) -> None:
     head = expr[0]
     if head == "a":
         if not 1 <= expr[1] <= 14:
-            raise ValueError(f"unknown decay base a{expr[1]}. Valid choices: a1..a14")
+            raise unknown("decay base", f"a{expr[1]}", DECAY_BASES)
         return
     table = DECAY_UNARY if len(expr) == 2 else DECAY_BINARY
     if head not in table:
-        raise ValueError(f"unknown decay op {head!r}. Valid choices: {', '.join(table)}")
+        raise unknown("decay op", head, table)
     for child in expr[1:]:
         _validate_decay(child)
 
@@ -340,7 +343,7 @@ def final_genome(name: str, opt1_form: str = "code") -> Genome:
         elif opt1_form == "paper":  # |1e-5 w - (0.05 g^2 + 0.95 s_hat)|
             r = [B("sub", "w5", "qhm_g2"), U("abs", 0)]
         else:
-            raise ValueError(f"unknown opt1_form {opt1_form!r}. Valid choices: code, paper")
+            raise unknown("opt1_form", opt1_form, ("code", "paper"))
         k = len(r)
         nodes = r + [B("clip", "w5", k - 1), U("softsign", k), B("add", "qhm_g", k + 1)]
         return Genome(tuple(nodes), name=name)
@@ -373,7 +376,7 @@ def final_genome(name: str, opt1_form: str = "code") -> Genome:
         return Genome((U("add_eps", "s_hat"), U("sigmoid", 0), B("clip", "v_hat", 1)), name=name)
     if name == "adam":
         return Genome((U("sqrt_abs", "s_hat"), B("div", "v_hat", 0)), name=name)
-    raise ValueError(f"unknown final genome {name!r}. Valid choices: {', '.join(FINAL_NAMES)}")
+    raise unknown("final genome", name, FINAL_NAMES)
 
 
 FINAL_NAMES = tuple([f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)] + ["adam"])

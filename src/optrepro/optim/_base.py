@@ -10,7 +10,6 @@ CPU and GPU); it agrees with the others to rounding, and tensors it cannot take 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import Any, Callable
 
 import torch
@@ -35,9 +34,11 @@ def fastest_torch_kwargs(params: list, has_fused: bool) -> dict[str, Any]:
 
 
 def as_param_list(params) -> list:
-    """Materialise an iterable of parameters / param-group dicts once (factories inspect it). A group's own
-    "params" may be a generator (model.parameters()): it is materialised too, or inspecting it would empty it."""
-    params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
+    """Materialise an iterable of parameters / param-group dicts once (factories inspect it), a group's "params"
+    included: a generator there (model.layer.parameters()) would otherwise be consumed by the inspection and
+    reach torch empty."""
+    params = [{**p, "params": list(p["params"]) if not torch.is_tensor(p["params"]) else [p["params"]]}
+              if isinstance(p, dict) else p for p in params]
     if not params:
         raise ValueError("optimizer got an empty parameter list")
     return params
@@ -51,13 +52,11 @@ def default_foreach(params: list[torch.Tensor]) -> bool:
     return all(p.device.type not in ("cpu", "meta") for p in params)
 
 
-_FULL_PRECISION = contextvars.ContextVar("optrepro_full_precision", default=False)
-
-
 @contextlib.contextmanager
 def full_precision(device_type: str):
-    """fp32 for a finite difference: autocast off for `device_type`, TF32 matmuls/convolutions off, and the
-    training loop told not to enter its own bf16 autocast (full_precision_requested) inside the closure.
+    """fp32 for a finite difference: autocast off for `device_type` and TF32 matmuls/convolutions off. A closure
+    that runs its own mixed-precision forward is asked separately (its `full_precision=True` option,
+    optrepro.closure), since its autocast would override this one.
 
     The difference g(w + r v) - g(w) is O(r |H|), so bf16/TF32 rounding of either gradient (relative 1e-3..1e-2)
     swamps it when r = 1e-3. Both gradients must also see the same precision, or the difference picks up the
@@ -65,7 +64,6 @@ def full_precision(device_type: str):
     """
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    token = _FULL_PRECISION.set(True)
     try:
         if torch.amp.is_autocast_available(device_type):
             with torch.autocast(device_type=device_type, enabled=False):
@@ -73,13 +71,19 @@ def full_precision(device_type: str):
         else:
             yield
     finally:
-        _FULL_PRECISION.reset(token)
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
-def full_precision_requested() -> bool:
-    """True inside an optimizer's full_precision block: mixed-precision forwards should run in fp32."""
-    return _FULL_PRECISION.get()
+class OneParamGroup:
+    """Mixin (before torch's Optimizer in the bases) for optimizers whose hyperparameters and scalar state are
+    global, e.g. one line search or one controller for all tensors: a second param group is refused, since
+    its settings would be silently ignored (the registry declares these optimizers `param_groups="one"`)."""
+
+    def add_param_group(self, param_group: dict) -> None:
+        if self.param_groups:
+            raise ValueError(f"{type(self).__name__} supports one parameter group (its hyperparameters and its "
+                             f"step-size state are global); got a second one. Pass all parameters in one group.")
+        super().add_param_group(param_group)
 
 
 def closure_loss(closure: Callable[[], Any] | None):

@@ -95,6 +95,9 @@ class FusedKernel:
         """Apply the kernel to tensor_lists (equal lengths, one device and dtype, all compilable) with one row
         of scalars per tensor."""
         if self._compiled is None:
+            # inductor's own determinism flag follows torch's (runner.deterministic_algorithms leaves it unset)
+            torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
+                                               warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
             self._compiled = torch.compile(self.kernel, dynamic=True, fullgraph=True, backend=self.backend)
         first = tensor_lists[0][0]
         device, dtype = first.device, first.dtype

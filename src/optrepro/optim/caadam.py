@@ -6,8 +6,9 @@ factor S derived from the model's structure (connection counts or depth).
 
 The update is torch's Adam with the learning rate of each tensor multiplied by S. The factors are computed
 once at construction (in reference mode again by add_param_group; they are static in the authors' code too); each step splits a param group's tensors by
-distinct factor and runs torch's Adam once per factor with lr * S: by default torch's fused kernel where torch
-has one (see CaAdam's docstring for the cost), else torch's functional Adam on the for-loop/foreach path.
+distinct factor and runs torch's public functional Adam (torch.optim.adam.adam) once per factor with lr * S: by
+default on torch's fused kernel where torch has one (see CaAdam's docstring for the cost), else on the
+for-loop/foreach path.
 `group["lr"]` stays the *base* LR, so schedulers and ReduceLROnPlateau's min_lr act on the base LR as in Keras.
 
 Strategies (c = connection count of a tensor, c~ / c_min / c_max = median / min / max over the counted tensors,
@@ -63,6 +64,7 @@ from torch.optim import Adam
 from torch.optim.adam import adam as adam_functional
 
 from optrepro.optim._base import closure_loss, fastest_torch_kwargs
+from optrepro.registry import unknown
 
 STRATEGIES = ("additive", "multiplicative", "depth")
 MODES = ("described", "reference")
@@ -72,7 +74,7 @@ DEFAULT_GAMMA = {"additive": 0.95, "multiplicative": 5.0, "depth": 1.0}
 
 def _check_choice(what: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}. Valid choices: {', '.join(choices)}")
+        raise unknown(what, value, choices)
 
 
 def _trainable_named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -198,14 +200,15 @@ class CaAdam(Adam):
     `add_param_group` recomputes them over the enlarged set; in described mode they come from the whole model.
 
     Speed: with foreach=None and fused=None (the default) CaAdam takes torch's fused Adam kernel where torch has
-    one for these parameters (CPU and CUDA floating point), else torch's default. On the fused path a step
-    gathers the state once per param group (torch's `_init_group`) and calls `torch._fused_adam_` once per
-    distinct factor with lr * S, skipping the per-call bookkeeping of torch's functional `adam`; with one factor
-    per tensor (depth) that is one kernel call per tensor: on CPU 3-10 us each over one call for all tensors, 3-8%
-    of a 12 ms step of 10 M parameters in 100 tensors (benchmarks/RESULTS.md, "Papers' optimizers").
-    Other paths call torch's functional `adam` once per distinct factor (the readable reference path).
-    With eps_hat a step also reads the group's step counts (one stack and one device sync): when they differ
-    (a tensor that missed gradients lags behind) the calls are split by step count too, since eps_t depends on it.
+    one for these parameters (CPU and CUDA floating point), else torch's default. A step gathers each param
+    group's tensors and state once and calls torch's public functional Adam (`torch.optim.adam.adam`) once per
+    bucket of tensors that share (device, dtype, factor), with lr * S, on the group's path (fused, foreach or
+    the for-loop). With one factor per tensor (depth) that is one call per tensor; each costs about 15 us of
+    Python on CPU, measured in benchmarks/RESULTS.md ("Papers' optimizers").
+    With eps_hat, eps_t depends on each tensor's step count: the counts are mirrored on the host (read from the
+    state once after a load_state_dict), so a step does not synchronise with the device to learn them; tensors
+    whose counts differ (one that missed gradients lags behind) go to separate calls. Under a GradScaler that
+    skips steps (found_inf set) the counts are read from the device instead.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -226,6 +229,7 @@ class CaAdam(Adam):
         self._trainable_ids = {id(p) for _, p in self._named}
         self._described = _described_table(model, self._named, one_d) if mode == "described" else None
         self._factors_ready = False
+        self._host_steps: dict[int, int] = {}  # id(tensor) -> its step count, mirrored on the host (eps_hat)
         params = list(params) if params is not None else [p for _, p in self._named]
         if foreach is None and fused is None:
             fastest = fastest_torch_kwargs(params, has_fused=True) if params else {}
@@ -262,6 +266,9 @@ class CaAdam(Adam):
             self.connection_table = self._described
         self.factors = _factors_from_table(self.connection_table, tensors, self.strategy, self.gamma)
         self._factor_by_id = {id(tensors[name]): factor for name, factor in self.factors.items()}
+        # (device, dtype, factor) per tensor: the part of a bucket's key that never changes
+        self._static_key = {id(p): (p.device, p.dtype, self._factor_by_id[id(p)])
+                            for group in self.param_groups for p in group["params"]}
 
     def factor_of(self, p: torch.Tensor) -> float:
         if not any(q is p for group in self.param_groups for q in group["params"]):
@@ -274,45 +281,102 @@ class CaAdam(Adam):
         eps / sqrt(1 - beta2^t) at step t (1-based)."""
         return group["eps"] / math.sqrt(1.0 - group["betas"][1] ** step)
 
-    @staticmethod
-    def _step_counts(steps: list[torch.Tensor]) -> tuple[float | None, list[float] | None]:
-        """(t, None) when every tensor's step count is t, the usual case (one device sync, as reading one count
-        took); (None, each tensor's count) when they differ, e.g. for a tensor whose first gradient came late."""
-        if len(steps) == 1:
-            return float(steps[0]), None
-        try:
-            counts = torch.stack(steps)
-        except RuntimeError:  # a group spread over several devices
-            values = [float(s) for s in steps]
-            return (values[0], None) if len(set(values)) == 1 else (None, values)
-        low, high = torch.stack(torch.aminmax(counts)).tolist()
-        return (low, None) if low == high else (None, counts.tolist())
+    def load_state_dict(self, state_dict) -> None:
+        super().load_state_dict(state_dict)
+        self._host_steps.clear()  # mirrors of the loaded counts are read from the state when first needed
+
+    def _gather(self, group: dict) -> tuple[tuple[list, ...], list[tuple], list[int]]:
+        """The group's tensors that have a gradient, with their Adam state (created on first use as
+        torch.optim.Adam creates it, so state_dicts interchange): the lists (params, grads, exp_avgs, exp_avg_sqs,
+        max_exp_avg_sqs, steps), each tensor's bucket key (device, dtype, factor) and id."""
+        lists: tuple[list, ...] = ([], [], [], [], [], [])
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = lists
+        keys, ids = [], []
+        static, amsgrad = self._static_key, group["amsgrad"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad.is_sparse:
+                raise RuntimeError("CaAdam does not support sparse gradients")
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(group, p, state)
+            params.append(p)
+            grads.append(grad)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            if amsgrad:
+                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            steps.append(state["step"])
+            keys.append(static[id(p)])
+            ids.append(id(p))
+        return lists, keys, ids
+
+    def _init_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
+        # torch.optim.Adam's state: the step counter is float32 on the parameter's device for fused/capturable,
+        # else a CPU scalar of the default float type
+        on_device = group["fused"] or group["capturable"]
+        dtype = torch.float32 if group["fused"] or torch.get_default_dtype() != torch.float64 else torch.float64
+        state["step"] = torch.zeros((), dtype=dtype, device=p.device if on_device else "cpu")
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self._host_steps[id(p)] = 0
+
+    def _counts(self, ids: list[int], steps: list) -> list[int]:
+        """Each tensor's step count before this step, from the host mirror (or the state, once after a load,
+        or always while a GradScaler may skip steps: then only the device knows)."""
+        if getattr(self, "found_inf", None) is not None:
+            return [int(t) for t in torch.stack([s.to(steps[0].device) for s in steps]).tolist()]
+        host = self._host_steps
+        counts = [host.get(i) for i in ids]
+        for k, count in enumerate(counts):
+            if count is None:
+                counts[k] = host[ids[k]] = int(steps[k])
+        return counts
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure_loss(closure)
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        host = self._host_steps
         for group in self.param_groups:
-            lists = ([], [], [], [], [], [])  # params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
-            has_complex = self._init_group(group, *lists)
-            if not lists[0]:
+            lists, keys, ids = self._gather(group)
+            if not ids:
                 continue
-            if group["fused"]:
-                self._step_fused(group, lists)
-            else:
-                self._step_reference(group, has_complex, lists)
+            eps_hat = group["eps_hat"]
+            if eps_hat:
+                keys = [key + (count,) for key, count in zip(keys, self._counts(ids, lists[5]))]
+            beta1, beta2 = group["betas"]
+            common = dict(  # the call's settings but lr and eps (built once: depth makes one call per tensor)
+                foreach=None if group["fused"] else group["foreach"], fused=bool(group["fused"]),
+                capturable=group["capturable"], differentiable=group["differentiable"], grad_scale=grad_scale,
+                found_inf=found_inf, has_complex=any(key[1].is_complex for key in keys),
+                decoupled_weight_decay=group.get("decoupled_weight_decay", False), amsgrad=group["amsgrad"],
+                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], maximize=group["maximize"])
+            lr, eps = group["lr"], group["eps"]
+            for key, bucket in self._buckets(lists, keys).items():
+                # eps_hat: the Keras form is torch's with eps_t at the step count this update makes (stored + 1)
+                adam_functional(*bucket, lr=lr * key[2], eps=self._keras_eps(group, key[3] + 1.0) if eps_hat else eps,
+                                **common)
+            if eps_hat:
+                for i in ids:
+                    host[i] += 1
+            else:  # not tracked without eps_hat; read from the state if eps_hat is switched on later
+                for i in ids:
+                    host.pop(i, None)
         return loss
 
-    def _buckets(self, lists: tuple[list, ...], counts: list[float] | None = None) -> dict[tuple, tuple[list, ...]]:
+    @staticmethod
+    def _buckets(lists: tuple[list, ...], keys: list[tuple]) -> dict[tuple, tuple[list, ...]]:
         """Adam's parallel lists (params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps; max_exp_avg_sqs
-        empty without amsgrad) split by (device, dtype, factor), and by step count when `counts` gives each
-        tensor's (the key's 4th item). Written for speed: with one factor per tensor this runs for every tensor
-        at every step."""
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = lists
-        keys = [(p.device, p.dtype, self._factor_by_id[id(p)]) for p in params]
-        if counts is not None:
-            keys = [key + (count,) for key, count in zip(keys, counts)]
+        empty without amsgrad) split by each tensor's key: (device, dtype, factor), plus its step count under
+        eps_hat. Written for speed: with one factor per tensor this runs for every tensor at every step."""
         if len(set(keys)) == 1:
             return {keys[0]: lists}
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = lists
         buckets: dict[tuple, tuple[list, ...]] = {}
         maxes = max_exp_avg_sqs or [None] * len(params)
         for key, p, g, m, v, m_max, step in zip(keys, params, grads, exp_avgs, exp_avg_sqs, maxes, steps):
@@ -327,44 +391,3 @@ class CaAdam(Adam):
                 out[4].append(m_max)
             out[5].append(step)
         return buckets
-
-    def _step_reference(self, group, has_complex, lists):
-        """torch's functional Adam once per distinct factor, on the group's for-loop or foreach path."""
-        beta1, beta2 = group["betas"]
-        eps, counts = group["eps"], None
-        if group["eps_hat"]:  # the step count this update will be: the stored one plus one
-            count, counts = self._step_counts(lists[5])
-            eps = None if count is None else self._keras_eps(group, count + 1.0)
-        for key, bucket in self._buckets(lists, counts).items():
-            adam_functional(
-                *bucket, amsgrad=group["amsgrad"], has_complex=has_complex, beta1=beta1, beta2=beta2,
-                lr=group["lr"] * key[2], weight_decay=group["weight_decay"],
-                eps=eps if counts is None else self._keras_eps(group, key[3] + 1.0),
-                maximize=group["maximize"], foreach=group["foreach"], capturable=group["capturable"],
-                differentiable=group["differentiable"], fused=False,
-                grad_scale=getattr(self, "grad_scale", None), found_inf=getattr(self, "found_inf", None),
-                decoupled_weight_decay=group.get("decoupled_weight_decay", False),
-            )
-
-    def _step_fused(self, group, lists):
-        """torch's fused Adam kernel once per (device, dtype, factor), as torch.optim.adam._fused_adam calls it."""
-        beta1, beta2 = group["betas"]
-        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
-        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay", False) else torch._fused_adam_
-        torch._foreach_add_(lists[5], 1)
-        eps, counts = group["eps"], None
-        if group["eps_hat"]:
-            count, counts = self._step_counts(lists[5])
-            eps = None if count is None else self._keras_eps(group, count)
-        per_device: dict[torch.device, tuple] = {}
-        for key, bucket in self._buckets(lists, counts).items():
-            device = key[0]
-            if device not in per_device:
-                per_device[device] = (None if grad_scale is None else grad_scale.to(device, non_blocking=True),
-                                      None if found_inf is None else found_inf.to(device, non_blocking=True))
-            device_grad_scale, device_found_inf = per_device[device]
-            kernel(*bucket, amsgrad=group["amsgrad"], lr=group["lr"] * key[2], beta1=beta1, beta2=beta2,
-                   weight_decay=group["weight_decay"], eps=eps if counts is None else self._keras_eps(group, key[3]),
-                   maximize=group["maximize"], grad_scale=device_grad_scale, found_inf=device_found_inf)
-            if device_found_inf is not None:  # a skipped step does not count (torch does the same)
-                torch._foreach_sub_(bucket[5], [device_found_inf] * len(bucket[5]))

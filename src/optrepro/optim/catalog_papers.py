@@ -27,6 +27,10 @@ for _strategy, _gamma in (("additive", 0.95), ("multiplicative", 5.0), ("depth",
 
 # ---- line searches (arXiv 2403.18519 and its baselines) -----------------------------------------------
 _STEP0 = {"type": "log_uniform"}
+# The search sets the step size: an outer schedule is refused. Its hyperparameters are global (one group);
+# `mode` picks the BatchNorm handling at trial points (optim/line_search.py MODES).
+_LINE_SEARCH = dict(closure="loss", lr_schedule="refused", param_groups="one", internals=True,
+                    trial_batchnorm={"mode": {"clean": "frozen", "as-run": "moving"}}, paper="alsals")
 register(OptimizerInfo(
     name="sls", target="optrepro.optim.line_search:SLS",
     defaults={"init_step_size": 1.0, "c": 0.1, "beta_b": 0.9, "gamma": 2.0, "reset_option": 1,
@@ -34,7 +38,7 @@ register(OptimizerInfo(
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
                               "c": {"type": "log_uniform", "low": 1e-2, "high": 0.5}}},
     impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
-    requires_closure=True, paper="alsals",
+    **_LINE_SEARCH,
     description="SGD + Armijo line search (Vaswani et al. 2019); no lr: the search sets the step"))
 register(OptimizerInfo(
     name="adasls", target="optrepro.optim.line_search:AdaSLS",
@@ -43,7 +47,7 @@ register(OptimizerInfo(
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-2, "high": 1e2},
                               "c": {"type": "choice", "values": [0.1, 0.2, 0.5]}}},
     impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
-    requires_closure=True, paper="alsals",
+    **_LINE_SEARCH,
     description="preconditioned Armijo line search, Vaswani et al. 2021 (IssamLaradji/ada_sls): Vaswani's Adam+SLS"))
 register(OptimizerInfo(
     name="adamsls", target="optrepro.optim.line_search:AdamSLS",
@@ -53,7 +57,7 @@ register(OptimizerInfo(
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-3, "high": 1.0},
                               "c": {"type": "uniform", "low": 0.1, "high": 0.7}}},
     impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
-    requires_closure=True, paper="alsals",
+    **_LINE_SEARCH,
     description="the ALSALS authors' ADAM+SLS (sls/adam_sls.py): smoothed Armijo, momentum only in the update"))
 register(OptimizerInfo(
     name="alsals", target="optrepro.optim.line_search:ALSALS",
@@ -62,7 +66,7 @@ register(OptimizerInfo(
               "clip_grad": None, "mode": "clean"},
     search_space={"default": {"init_step_size": {**_STEP0, "low": 1e-3, "high": 1.0},
                               "c": {"type": "uniform", "low": 0.1, "high": 0.7}}},
-    requires_closure=True, paper="alsals",
+    **_LINE_SEARCH,
     description="ALSALS as the authors' code runs it (KenSLS): smoothed Armijo along the Adam direction, "
                 "finite-difference slope; the runs used c=0.3 (GLUE, GPT-2) and c=0.5 (images)"))
 
@@ -76,6 +80,7 @@ for _name in [f"opt{i}" for i in range(1, 11)] + [f"a{i}" for i in range(1, 6)]:
         target=f"optrepro.optim.nos_expr:NOS{_name.capitalize()}",
         defaults={**_NOS_COMMON, **_extra},
         impl_version=2 if _name == "opt6" else 1,  # 2: its dtanh(a4) follows use_decay, as the authors' code
+        run_length_hparams=("total_steps",),  # decays and cyclical momentum are functions of t/T
         # the authors swept eta over {10, 1, 1e-1, ..., 1e-5} for every candidate (fitness_function_*)
         search_space={"default": {"lr": {**_LR, "low": 1e-5, "high": 10.0},
                                   "use_decay": {"type": "choice", "values": [False, True]}}},
@@ -108,6 +113,8 @@ register(OptimizerInfo(
                               "lr_min": {**_LR, "low": 1e-5, "high": 1e-3},
                               "lr_max": {**_LR, "low": 1e-3, "high": 1e-1}}},
     impl_version=2,  # 2026-11-21: review fixes against the authors' code change its numbers
-    requires_closure=True, paper="fuzzy",
+    # the fuzzy controller owns the lr (ambiguity register fuzzy-lr-schedule): an outer schedule is refused
+    closure="loss", lr_schedule="refused", run_length_hparams=("total_steps",), trial_batchnorm="frozen",
+    param_groups="one", internals=True, paper="fuzzy",
     description="finite-difference diagonal Hessian + Newton-like update + fuzzy lr/beta3 controller "
                 "(illustrative rule base: the paper's could not be read); needs total_steps when fuzzy=True"))

@@ -2,7 +2,8 @@
 Newton-like update, fuzzy controller for lr and the curvature momentum beta3.
 
     opt = FuzzySecondOrder(model.parameters(), total_steps=1000)
-    opt.step(closure)     # closure(backward=True): same batch, replayed noise (optrepro.closure.StepClosure)
+    opt.step(closure)     # closure(backward=True) or torch's closure(): same batch, replayed noise
+                          # (optrepro.closure.StepClosure); one param group (hyperparameters are global)
 
 The paper's method section (arXiv 2403.15416, §3 onward) could not be read: every open choice is a named argument
 with our default:
@@ -15,14 +16,15 @@ with our default:
   lr, beta3   from the fuzzy controller every `fuzzy_every` steps (x1 = relative change of the EMA loss,
               x2 = t / total_steps); the output change is capped by `max_lr_ratio` per call. `fuzzy_system`
               swaps in another rule base (a FuzzySystem with outputs log10_lr and beta3).
-              With fuzzy=True the controller owns the lr: it is written into every group's "lr" after each
-              step, and an lr the caller puts there (an outer schedule) is not used (ambiguity register
-              fuzzy-lr-schedule).
+              With fuzzy=True the controller owns the lr: it is written into the group's "lr" after each
+              step, and an lr the caller puts there (an outer schedule) is not used; the registry declares
+              lr_schedule="refused", so a spec with an outer schedule is refused at plan time (ambiguity
+              register fuzzy-lr-schedule).
   clip_rho    None; a number clips m_hat / denom to +-clip_rho per coordinate (Sophia-style, ablation only)
   relative_step  False; True uses r_i = r * max(|w_i|, 1e-3) per weight
 Both gradients of a probe step (g(w) and g(w + r v)) run with autocast disabled and TF32 off, so their
-difference is not rounding noise; the training loop's own bf16 autocast stands down meanwhile
-(_base.full_precision_requested). BatchNorm buffers are restored by
+difference is not rounding noise; the closure is called with full_precision=True, so the training
+loop's own bf16 autocast stands down too (optrepro.closure). BatchNorm buffers are restored by
 the closure (trial calls are "frozen") and its noise is replayed, so both gradients see the same batch and
 masks. Python reads of device values (loss, clamped count) happen only when the controller runs.
 """
@@ -34,17 +36,18 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from optrepro.optim._base import full_precision
+from optrepro.closure import optimizer_closure
+from optrepro.optim._base import OneParamGroup, full_precision
 from optrepro.optim.fuzzy_controller import FuzzySystem, default_system
+from optrepro.registry import unknown
 
 FD_MODES = ("ones", "rademacher", "update")
 RELATIVE_STEP_FLOOR = 1e-3  # r_i = r * max(|w_i|, floor): weights near 0 still get a usable step
 CONTROLLER_OUTPUTS = ("log10_lr", "beta3")
 
 
-class FuzzySecondOrder(Optimizer):
-    requires_closure = True
-    trial_batchnorm = "frozen"
+class FuzzySecondOrder(OneParamGroup, Optimizer):
+    trial_batchnorm = "frozen"  # the probe's second evaluation leaves BatchNorm statistics alone
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta3: float = 0.99, r: float = 1e-3,
                  fd_mode: str = "ones", hess_every: int = 1, eps_curv: float = 1e-4, weight_decay: float = 0.0,
@@ -53,7 +56,7 @@ class FuzzySecondOrder(Optimizer):
                  max_lr_ratio: float = 2.0, loss_ema: float = 0.9, seed: int = 0, clip_rho: float | None = None,
                  relative_step: bool = False, fuzzy_system: FuzzySystem | None = None):
         if fd_mode not in FD_MODES:
-            raise ValueError(f"unknown fd_mode {fd_mode!r}. Valid choices: {', '.join(FD_MODES)}")
+            raise unknown("fd_mode", fd_mode, FD_MODES)
         if r <= 0 or hess_every < 1 or eps_curv <= 0 or fuzzy_every < 1:
             raise ValueError(f"need r > 0, hess_every >= 1, eps_curv > 0, fuzzy_every >= 1 "
                              f"(got {r}, {hess_every}, {eps_curv}, {fuzzy_every})")
@@ -107,6 +110,7 @@ class FuzzySecondOrder(Optimizer):
         `grads0` must come from the same precision context (step() computes it under `full_precision`).
         """
         group = self.param_groups[0]
+        closure = optimizer_closure(closure, params)  # either closure form (optrepro.closure)
         r, mode = group["r"], group["fd_mode"]
         direction = self._direction(params, self.state["fuzzy"]["step"])
         saved = [p.detach().clone() for p in params]
@@ -119,7 +123,7 @@ class FuzzySecondOrder(Optimizer):
             torch._foreach_add_(params, direction, alpha=r)
         try:
             with full_precision(params[0].device.type), torch.enable_grad():
-                closure(backward=True)
+                closure(backward=True, full_precision=True)
             grads_r = [p.grad.detach().clone() for p in params]
         finally:
             # copy back: adding -r v again would leave rounding drift in the weights
@@ -162,15 +166,17 @@ class FuzzySecondOrder(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         if closure is None:
-            raise RuntimeError("FuzzySecondOrder requires a closure: step(closure), closure(backward: bool)")
-        group = self.param_groups[0]  # hyperparameters are global
+            raise RuntimeError("FuzzySecondOrder requires a closure: step(closure), with closure(backward: bool) "
+                               "or torch's closure()")
+        group = self.param_groups[0]  # the only group (OneParamGroup)
+        closure = optimizer_closure(closure, group["params"])
         s = self.state["fuzzy"]
         probe = s["step"] % group["hess_every"] == 0
         # a probe step computes g(w) in the same precision as g(w + r v): autocast off, TF32 off
-        device_type = next(p for g in self.param_groups for p in g["params"]).device.type
+        device_type = group["params"][0].device.type
         with full_precision(device_type) if probe else contextlib.nullcontext(), torch.enable_grad():
-            loss = closure(backward=True)
-        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+            loss = closure(backward=True, full_precision=probe)
+        params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad.detach().clone() for p in params]
         for p in params:
             st = self.state[p]

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from optrepro.registry import unknown
+
 TERMS = ("low", "mid", "high")
 
 
@@ -50,7 +52,7 @@ class FuzzySystem:
     def __post_init__(self):
         for name, table in self.rules.items():
             if name not in self.output_ranges:
-                raise ValueError(f"rule table for unknown output {name!r}. Valid choices: {', '.join(self.output_ranges)}")
+                raise unknown("output of a rule table", name, self.output_ranges)
             if np.shape(table) != (3, 3) or not np.isin(table, (0, 1, 2)).all():
                 raise ValueError(f"rule table {name!r} must be 3x3 of term indices 0 (low), 1 (mid), 2 (high)")
         self._in_terms = [three_terms(*r) for r in self.input_ranges]

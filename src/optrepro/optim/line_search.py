@@ -3,11 +3,12 @@
     opt = ALSALS(model.parameters(), c=0.5)
     loss = opt.step(closure)          # closure(backward=True) -> loss with grads; closure(backward=False) -> loss
 
-All four take a closure as torch.optim.LBFGS does (`requires_closure=True` in the registry). The closure must
-accept `backward: bool`: with True it zeroes the gradients, evaluates the step's batch and back-propagates; with
-False it only evaluates the loss (trial points; run here under torch.no_grad). optrepro.closure.StepClosure is
-such a closure: it replays the batch's dropout/noise on every call and, when the optimizer's `trial_batchnorm`
-attribute is "frozen", restores BatchNorm running statistics after trial calls.
+All four take a closure (`closure="loss"` in the registry), in either form of optrepro.closure: `closure(backward)`,
+which with True zeroes the gradients, evaluates the step's batch and back-propagates, and with False only
+evaluates the loss (trial points; run here under torch.no_grad); or torch's `closure()` as torch.optim.LBFGS
+takes it, which then pays a backward pass at every trial point. optrepro.closure.StepClosure is a closure of
+the first form: it replays the batch's dropout/noise on every call and, when the optimizer's `trial_batchnorm`
+is "frozen", restores BatchNorm running statistics after trial calls.
 
 `mode` selects how trial evaluations treat BatchNorm:
   "clean"   trial_batchnorm = "frozen": trial points leave running statistics alone.
@@ -16,8 +17,8 @@ attribute is "frozen", restores BatchNorm running statistics after trial calls.
 (The authors' gradient evaluation was not under the replayed seed while their trials were; StepClosure replays
 the same noise for every call in both modes. Recorded in paper/ambiguity/alsals.yaml.)
 
-The search treats all parameter groups jointly, with one step size (the authors' per-group cycling of the
-IJCNN-2023 AdamSLS is not implemented). Scalars (step size, smoothed averages, counters) live in
+The search runs over one param group with one step size; a second group is refused (the authors' per-group
+cycling of the IJCNN-2023 AdamSLS is not implemented). Scalars (step size, smoothed averages, counters) live in
 `self.state["line_search"]` so they go through state_dict(); `internals()` returns them for metrics.jsonl.
 
   SLS       Vaswani et al. 2019, SGD direction: accept eta if f(w - eta g) <= f(w) - c eta ||g||^2; backtrack
@@ -46,19 +47,21 @@ from typing import Callable
 import torch
 from torch.optim import Optimizer
 
-MODES = {"clean": "frozen", "as-run": "moving"}
+from optrepro.closure import optimizer_closure
+from optrepro.optim._base import OneParamGroup
+from optrepro.registry import unknown
+
+MODES = {"clean": "frozen", "as-run": "moving"}  # mode -> trial_batchnorm (the registry declares the same table)
 RESET_OPTIONS = (0, 1, 2)
 
 
 def _check_choice(what: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}. Valid choices: {', '.join(map(str, choices))}")
+        raise unknown(what, value, choices)
 
 
-class _ArmijoBase(Optimizer):
+class _ArmijoBase(OneParamGroup, Optimizer):
     """Shared plumbing: closure calls, parameter save/restore, global scalar state."""
-
-    requires_closure = True
 
     def __init__(self, params, defaults: dict, mode: str, scalars: dict):
         _check_choice("mode", mode, tuple(MODES))
@@ -78,17 +81,20 @@ class _ArmijoBase(Optimizer):
     def _params_with_grad(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def _begin_step(self, closure: Callable) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _begin_step(self, closure: Callable) -> tuple[torch.Tensor, list[torch.Tensor], Callable]:
         """The common start of every search: loss and gradients at the current point (one forward+backward),
-        the step counted and the loss recorded; returns the loss and the parameters that have gradients."""
+        the step counted and the loss recorded; returns the loss, the parameters that have gradients and the
+        closure in its one-argument form (optrepro.closure.optimizer_closure)."""
         if closure is None:
-            raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), closure(backward: bool)")
+            raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), with closure(backward: "
+                               f"bool) or torch's closure()")
+        closure = optimizer_closure(closure, self.param_groups[0]["params"])
         with torch.enable_grad():
             loss = closure(backward=True)
         self.scalars["forward_evals"] += 1
         self.scalars["step"] += 1
         self.scalars["loss"] = float(loss)
-        return loss, self._params_with_grad()
+        return loss, self._params_with_grad(), closure
 
     def _trial(self, closure: Callable, params, origin, direction, eta: float) -> float:
         torch._foreach_copy_(params, origin)
@@ -147,9 +153,9 @@ class SLS(_ArmijoBase):
 
     @torch.no_grad()
     def step(self, closure=None):
-        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params = self._begin_step(closure)
+        loss_t, params, closure = self._begin_step(closure)
         loss = s["loss"]
         grads = [p.grad for p in params]
         grad_norm_sq = _dot(grads, grads)
@@ -222,9 +228,9 @@ class AdaSLS(_PreconditionedArmijo):
 
     @torch.no_grad()
     def step(self, closure=None):
-        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params = self._begin_step(closure)
+        loss_t, params, closure = self._begin_step(closure)
         loss = s["loss"]
         grads = [p.grad for p in params]
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], o["base_opt"], s["step"])
@@ -272,9 +278,9 @@ class AdamSLS(_PreconditionedArmijo):
 
     @torch.no_grad()
     def step(self, closure=None):
-        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params = self._begin_step(closure)
+        loss_t, params, closure = self._begin_step(closure)
         loss, t = s["loss"], s["step"]
         grads = [p.grad for p in params]
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], "adam", t)
@@ -334,9 +340,9 @@ class ALSALS(_ArmijoBase):
 
     @torch.no_grad()
     def step(self, closure=None):
-        o = self.param_groups[0]  # hyperparameters are global: the search is joint over all groups
+        o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params = self._begin_step(closure)
+        loss_t, params, closure = self._begin_step(closure)
         loss, t = s["loss"], s["step"]
         if o["clip_grad"] is not None:
             torch.nn.utils.clip_grad_norm_(params, o["clip_grad"])

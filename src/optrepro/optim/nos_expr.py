@@ -47,6 +47,7 @@ from torch.optim import Optimizer
 from optrepro.nos.space import EPS, FINAL_NAMES, Genome, cyclical_momentum, decay_value, final_genome
 from optrepro.optim import _compiled
 from optrepro.optim._base import closure_loss, default_foreach
+from optrepro.registry import unknown
 
 MOMENTUM_SCHEDULES = ("cyclical", "constant")
 NESTEROV_FORMS = ("final", "search")
@@ -331,7 +332,7 @@ class NOSExpression(Optimizer):
                                      ("nesterov_form", nesterov_form, NESTEROV_FORMS), ("a14", a14, ("search", "final")),
                                      ("ema_form", ema_form, EMA_FORMS)):
             if value not in choices:
-                raise ValueError(f"unknown {what} {value!r}. Valid choices: {', '.join(choices)}")
+                raise unknown(what, value, choices)
         if lr < 0:
             raise ValueError(f"invalid learning rate {lr}")
         self.genome = genome

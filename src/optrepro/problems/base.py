@@ -7,13 +7,15 @@ A Problem owns data, model, loss and metrics. The loop owns seeds, order, device
     problem.forward(model, batch, carry) -> Output(loss, sums, count, carry)
     problem.init_carry(batch_size, device) -> state carried across batches (char-RNN), else None
 
-Randomness: the loop derives a generator from (data_seed, epoch, step) for order and augmentation and
-re-seeds torch's global RNG from (noise_seed, epoch, step) before every forward of a step, so dropout
-and sampling noise replay exactly when a closure evaluates the same batch again.
+Randomness: the loop draws each epoch's order from a generator seeded by (data_seed, epoch) and passes one
+per-run generator (from data_seed) to `Split.batch` for augmentation; dropout and sampling noise draw from
+torch's default generators, seeded once per run from noise_seed, and replay exactly when a closure evaluates
+the same batch again (optrepro.train, optrepro.closure).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -53,6 +55,10 @@ class Split:
             batch = self.transform(batch, generator)
         return batch
 
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        """Examples start..stop-1 in order, unaugmented (evaluation): views, no gather."""
+        return tuple(t[start:stop] for t in self.tensors)
+
     def to(self, device) -> "Split":
         moved = Split(*(t.to(device) for t in self.tensors), transform=self.transform, sequential=self.sequential)
         return moved
@@ -84,7 +90,8 @@ class EpochSample(Split):
 @dataclass
 class Output:
     loss: torch.Tensor  # the mean loss that is differentiated (regularizer included)
-    sums: dict[str, torch.Tensor]  # per-metric sums over the batch, e.g. {"loss": ..., "accuracy": ...}
+    # per-metric sums over the batch, e.g. {"loss": ..., "accuracy": ...}; a LazySums computes them when read
+    sums: MutableMapping[str, torch.Tensor]
     count: int  # examples in the batch (denominator of the sums)
     carry: Any = None  # state for the next batch (char-RNN), else None
 
@@ -134,12 +141,48 @@ class Problem:
         return None
 
 
+class LazySums(MutableMapping):
+    """Output.sums computed on first access. A training step never reads the sums (the loop reads them only when
+    it evaluates), so it need not pay for them: on the digits MLP the accuracy's argmax, comparison and reductions
+    cost as much as a fifth of a step."""
+
+    def __init__(self, compute: Callable[[], dict[str, torch.Tensor]]):
+        self._compute: Callable[[], dict[str, torch.Tensor]] | None = compute
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def _values(self) -> dict[str, torch.Tensor]:
+        if self._compute is not None:
+            self._sums, self._compute = dict(self._compute()), None
+        return self._sums
+
+    def __getitem__(self, key):
+        return self._values()[key]
+
+    def __setitem__(self, key, value):
+        self._values()[key] = value
+
+    def __delitem__(self, key):
+        del self._values()[key]
+
+    def __iter__(self):
+        return iter(self._values())
+
+    def __len__(self):
+        return len(self._values())
+
+    def __repr__(self):
+        return f"LazySums({self._values()!r})"
+
+
 def classification_output(logits: torch.Tensor, target: torch.Tensor, regularizer: torch.Tensor | float = 0.0) -> Output:
-    """Cross-entropy mean loss (+ regularizer) and summed loss/accuracy for evaluation."""
+    """Cross-entropy mean loss (+ regularizer) and summed loss/accuracy for evaluation (computed when read)."""
     losses = nn.functional.cross_entropy(logits, target, reduction="none")
-    correct = (logits.argmax(dim=-1) == target).sum()
-    return Output(
-        loss=losses.mean() + regularizer,
-        sums={"loss": losses.sum().detach(), "accuracy": correct.detach().to(losses.dtype)},
-        count=len(target),
-    )
+    loss = losses.mean()
+    if torch.is_tensor(regularizer) or regularizer != 0:  # adding 0.0 changes nothing but costs a graph node
+        loss = loss + regularizer
+
+    def sums() -> dict[str, torch.Tensor]:
+        correct = (logits.detach().argmax(dim=-1) == target).sum()
+        return {"loss": losses.detach().sum(), "accuracy": correct.to(losses.dtype)}
+
+    return Output(loss=loss, sums=LazySums(sums), count=len(target))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optrepro.problems.base import Output, Problem, Split, classification_output
+from optrepro.problems.base import LazySums, Output, Problem, Split, classification_output
 from optrepro.problems.models import deepobs_nets as nets
 from optrepro.problems.sources import (digits_images, english_text, fixed_permutation, labels, load_source,
                                        nhwc_to_nchw, synthetic_images)
@@ -159,7 +159,7 @@ class QuadraticDeep(DeepOBSProblem):
 
     def forward(self, model, batch, carry=None) -> Output:
         losses = model(batch[0])
-        return Output(loss=losses.mean(), sums={"loss": losses.sum().detach()}, count=len(losses))
+        return Output(loss=losses.mean(), sums=LazySums(lambda: {"loss": losses.detach().sum()}), count=len(losses))
 
 
 @functools.lru_cache(maxsize=None)
@@ -197,7 +197,7 @@ class MNISTVAE(DeepOBSProblem):
         x = batch[0].float() / 255.0
         img, mean, std_dev = model(x)
         losses = nets.vae_losses(x, img, mean, std_dev)
-        return Output(loss=losses.mean(), sums={"loss": losses.sum().detach()}, count=len(losses))
+        return Output(loss=losses.mean(), sums=LazySums(lambda: {"loss": losses.detach().sum()}), count=len(losses))
 
 
 @dataclass

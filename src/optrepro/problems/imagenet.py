@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from optrepro.problems.base import Split
+from optrepro.registry import unknown
 
 TRAIN_CROPS = ("random_resized", "resize_random")  # RandomResizedCrop | Resize + RandomCrop
 INTERPOLATIONS = ("bilinear", "bicubic")
@@ -76,10 +77,9 @@ class JpegTransform:
 
     def __post_init__(self):
         if self.train_crop not in TRAIN_CROPS:
-            raise ValueError(f"unknown train_crop {self.train_crop!r}. Valid choices: {', '.join(TRAIN_CROPS)}")
+            raise unknown("train_crop", self.train_crop, TRAIN_CROPS)
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}. "
-                             f"Valid choices: {', '.join(INTERPOLATIONS)}")
+            raise unknown("interpolation", self.interpolation, INTERPOLATIONS)
         if not 0 < self.size <= self.resize:
             raise ValueError(f"need 0 < size <= resize, got size={self.size}, resize={self.resize}")
 
@@ -223,6 +223,9 @@ class JpegFileSplit(Split):
         return order
 
     # --- batches ----------------------------------------------------------------------------------
+    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, ...]:
+        return self.batch(torch.arange(start, stop))
+
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         index = index.detach().cpu().reshape(-1).to(torch.int64)
         rows = index.numpy()

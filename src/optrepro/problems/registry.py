@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from optrepro.registry import Registry, check_keys, import_target
+from optrepro.registry import Registry, check_keys, import_target, unknown
 
-SCALES = ("full", "smoke")
+SCALES = ("smoke", "full")  # the one list of scales (plan, report, paper, commands)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def info(name: str) -> ProblemInfo:
 
 def check_scale(scale: str) -> None:
     if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}. Valid choices: {', '.join(SCALES)}")
+        raise unknown("scale", scale, SCALES)
 
 
 def resolve_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,10 @@ is drawn from fixed seeds, independent of every run seed.
 """
 from __future__ import annotations
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -42,11 +46,22 @@ def keras_validation_split(n: int, fraction: float) -> int:
 
 
 # --- smoke stand-ins ------------------------------------------------------------------------------
+def sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as load_digits(return_X_y=True) gives them (pixels 0..16 as float64
+    [1797, 64], labels [1797]), read from its CSV without importing scikit-learn, which costs about 1 s of a
+    run's start-up (tests/test_problems.py checks the two agree)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("scikit-learn is not installed: its bundled digits are the smoke data")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1], data[:, -1].astype(int)
+
+
 def digits_images(size: int = 8, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 8x8 digits as uint8 NHWC images 0..255, nearest-upsampled to `size` (real data)."""
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
+    x, y = sklearn_digits()
     img = np.round(x.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
     if size != 8:
         index = (np.arange(size) * 8) // size

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optrepro.registry import unknown
+
 TRUNCATED_NORMAL_STD_CORRECTION = 0.87962566103423978  # std of N(0,1) truncated to [-2, 2]
 
 
@@ -51,7 +53,7 @@ def variance_scaling_(weight: torch.Tensor, scale: float, mode: str, distributio
             return nn.init.uniform_(weight, -limit, limit)
         if distribution == "untruncated_normal":
             return nn.init.normal_(weight, 0.0, math.sqrt(scale / n))
-    raise ValueError(f"unknown distribution {distribution!r}. Valid choices: truncated_normal, uniform, untruncated_normal")
+    raise unknown("distribution", distribution, ("truncated_normal", "uniform", "untruncated_normal"))
 
 
 def glorot_uniform_(weight: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ class TFConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: str = "same", bias: bool = True):
         if padding not in ("same", "valid"):
-            raise ValueError(f"unknown padding {padding!r}. Valid choices: same, valid")
+            raise unknown("padding", padding, ("same", "valid"))
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=bias)
         self.tf_padding = padding
         self.symmetric = padding == "same" and stride == 1 and kernel_size % 2 == 1  # fast path: plain padding

@@ -14,13 +14,14 @@ from typing import Iterable
 import pandas as pd
 
 from optrepro.report.validation import PAPER_DIR, InputError
+from optrepro.registry import unknown
 
 PUBLISHED_DIR = PAPER_DIR / "published"
 
 COLUMNS = ("paper", "claim_id", "cell", "arm", "metric", "split", "statistic", "aggregation", "value", "sd", "n",
            "source", "tier", "note")
 SPLITS = ("train", "valid", "test")
-STATISTICS = ("final", "best", "max", "min", "smoothed")
+STATISTICS = ("final", "best", "max", "min", "smoothed", "at_best_valid")
 AGGREGATIONS = ("mean", "median", "single")
 TIERS = ("paper", "authors-output", "follow-up", "summary")
 # A verdict may rest on these tiers; `summary` rows are printed but never judged.
@@ -47,8 +48,7 @@ def _number(text: str, where: str, column: str, *, integer: bool = False, requir
 
 def _choice(text: str, where: str, column: str, choices: Iterable[str]) -> str:
     if text not in choices:
-        raise InputError(f"{where}: column {column!r}: {text!r} is not a valid choice. "
-                         f"Valid choices: {', '.join(choices)}")
+        raise InputError(f"{where}: column {column!r}: {unknown('value', text, choices)}")
     return text
 
 

@@ -12,8 +12,9 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 from optrepro.io import atomic_write_text
+from optrepro.problems.registry import check_scale
 from optrepro.report.verdicts import (CONTRADICTED, INCONCLUSIVE, NOT_ASSESSED, NOT_RUN, NOT_TESTABLE, REPLICATED,
-                                      SCALES, Verdict)
+                                      Verdict)
 
 DASH = "--"
 # the only verdicts a smoke-scale table may show
@@ -36,10 +37,7 @@ def latex_escape(text: str) -> str:
 
 def scale_stamp(scale: str) -> str:
     """The mark every table caption and figure carries: "[smoke scale]" or "[full scale]"."""
-    if scale not in SCALES:
-        from optrepro.registry import unknown
-
-        raise unknown("scale", scale, SCALES)
+    check_scale(scale)
     return f"[{scale} scale]"
 
 

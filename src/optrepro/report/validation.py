@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from optrepro.registry import unknown
+
 # The schemas live beside the files they describe (paper/claims.schema.json, paper/ambiguity/schema.json);
 # the report always runs from a checkout of the repository.
 PAPER_DIR = Path(__file__).resolve().parents[3] / "paper"
@@ -61,7 +63,7 @@ def _message(error) -> str:
         extra = sorted(set(error.instance) - set(valid))
         return f"unknown key {extra[0]!r}. Valid keys: {', '.join(valid)}"
     if error.validator == "enum":
-        return f"{error.instance!r} is not a valid choice. Valid choices: {', '.join(map(str, error.validator_value))}"
+        return str(unknown("value", error.instance, error.validator_value))
     return error.message
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from optrepro.problems.registry import check_scale
 from optrepro.report import stats
 from optrepro.report.claims import Claim, ClaimSet, Family
 from optrepro.report.published import VERIFIED_TIERS, find_published
@@ -53,7 +54,6 @@ NOT_TESTABLE = "not testable"
 NOT_RUN = "not run"
 NOT_ASSESSED = "not assessed (smoke)"
 VERDICTS = (REPLICATED, CONTRADICTED, INCONCLUSIVE, NOT_TESTABLE, NOT_RUN, NOT_ASSESSED)
-SCALES = ("smoke", "full")
 USABLE_STATUSES = ("ok", "diverged")
 POWER = 0.8
 
@@ -147,13 +147,6 @@ class _MedianComparison:
         return None  # no closed form for the sign test; the notes say so
 
 
-def _check_scale(scale: str) -> None:
-    if scale not in SCALES:
-        from optrepro.registry import unknown
-
-        raise unknown("scale", scale, SCALES)
-
-
 def _select_runs(claim: Claim, runs: pd.DataFrame, scale: str) -> pd.DataFrame:
     if runs.empty:
         return runs
@@ -184,7 +177,7 @@ def _arm_values(claim: Claim, rows: pd.DataFrame, arm: str, notes: list[str]) ->
     if column not in rows.columns:
         raise InputError(f"claim {claim.id!r}: quantity column {column!r} is not in the runs frame (metric "
                          f"{claim.quantity.metric!r}, split {claim.quantity.split!r}). Metric columns: "
-                         f"{', '.join(c for c in rows.columns if c.count('.') == 2 and c.split('.')[0] in ('final', 'best', 'max', 'smoothed'))}")
+                         f"{', '.join(c for c in rows.columns if c.count('.') == 2 and c.split('.')[0] in ('final', 'best', 'max', 'smoothed', 'at_best_valid'))}")
     duplicated = rows["seed"][rows["seed"].duplicated()]
     if len(duplicated):
         raise InputError(f"claim {claim.id!r}: arm {arm!r} has several runs with seed {duplicated.iloc[0]!r} "
@@ -383,7 +376,7 @@ def _summarize(claim: Claim, cells: list[_Cell], scale: str, iut_p_adj: float | 
 def judge_all(claims: ClaimSet | Iterable[Claim], runs: pd.DataFrame, published: pd.DataFrame | None,
               scale: str, families: dict[str, Family] | None = None) -> list[Verdict]:
     """Verdicts for every claim, in order, with each family's multiplicity correction applied."""
-    _check_scale(scale)
+    check_scale(scale)
     if isinstance(claims, ClaimSet):
         families = {**claims.families, **(families or {})}
         claims = claims.claims

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from optrepro.registry import unknown
+
 
 # --- torchvision ResNets (ALSALS images) ----------------------------------------------------------
 def torchvision_resnet(depth: int, num_classes: int) -> nn.Module:
@@ -19,7 +21,7 @@ def torchvision_resnet(depth: int, num_classes: int) -> nn.Module:
         return resnet.ResNet(resnet.BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
     builders = {18: resnet.resnet18, 34: resnet.resnet34, 50: resnet.resnet50}
     if depth not in builders:
-        raise ValueError(f"unknown ResNet depth {depth}. Valid choices: 10, 18, 34, 50")
+        raise unknown("ResNet depth", depth, (10, *builders))
     return builders[depth](weights=None, num_classes=num_classes)
 
 
