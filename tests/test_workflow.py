@@ -347,3 +347,38 @@ def test_full_scale_digits_report_fits_the_page_and_prints_a_real_verdict(tmp_pa
     assert re.search(r"core Adam > SGD, test accuracy digits_mlp .*\(n=5\).* (replicated|contradicted|inconclusive)"
                      r" Totals:", page1), page1
     assert "[full scale]" in page1
+
+
+# --- runs shared between papers ----------------------------------------------------------------------
+
+def test_a_run_two_papers_ask_for_is_trained_once_and_each_paper_sees_it_with_its_own_labels(tmp_path):
+    from optrepro.report.aggregate import own_runs
+    from optrepro.report.section import Section
+
+    wd = make_workdir(tmp_path)
+    core = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
+    twin = {"title": "Twin", "planner": "grid", "experiments": [
+        {"name": "twin", "problem": "digits_mlp", "seeds": 2, "epochs": 1,
+         "optimizers": [{"name": "adam", "label": "the-adam", "hparams": {"lr": 1.0e-3}}]}]}
+    core["smoke"]["experiments"][0].update(seeds=2, epochs=1)
+    (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(core))
+    (wd / "config/papers/twin.yaml").write_text(yaml.safe_dump(twin))
+    config = {**config_of(wd), "scale": "smoke", "results_dir": str(wd / "results"), "papers": ["core", "twin"]}
+    plan = load_plan(config, wd / "config")
+    assert sum(b["runs"] for b in plan.index.values()) == 4  # core's adam runs are twin's: trained once
+    assert plan.manifests("twin") == plan.manifests("core") and plan.manifests("twin")
+    assert set(plan.requests("twin")) < set(plan.requests("core"))
+    for key in plan.index:
+        from optrepro.runner import run_batch
+        from optrepro.workflow import batch_entries
+
+        assert run_batch(batch_entries(plan.root, key), wd / "results/smoke",
+                         manifest=Path(plan.index[key]["manifest"]), batch_name=key, scale="smoke") == 0
+    twin_section = Section.load("twin", "smoke", plan.manifests("twin"), tmp_path / "out",
+                                requests=plan.root / "papers" / "twin.json")
+    assert len(twin_section.runs) == 2 and set(twin_section.runs["tags.arm"]) == {"the-adam"}
+    core_section = Section.load("core", "smoke", plan.manifests("core"), tmp_path / "out2",
+                                requests=plan.root / "papers" / "core.json")
+    assert len(core_section.runs) == 4 and set(core_section.runs["tags.arm"]) == {"adam", "sgd"}
+    assert set(core_section.runs["tags.experiment"]) == {"digits"}  # core's labels, not twin's
+    assert own_runs(core_section.runs, "twin", plan.requests("twin"))["tags.arm"].tolist() == ["the-adam"] * 2

@@ -1,8 +1,9 @@
 """Run specs and the plan: config/papers/*.yaml -> fully resolved run specs with content-addressed ids.
 
 A spec is a plain dict with every default resolved (docs/design.md, "Data flow"). Its run id is a hash of its
-canonical JSON, minus `tags` (labels for the report that do not change what is computed), so changing a
-hyperparameter makes a new run and re-planning finds the runs that already exist. Nothing here imports torch.
+canonical JSON, minus `tags` (labels for the report that do not change what is computed) and minus `paper`
+(which paper asked for it: two papers asking for the same run share it), so changing a hyperparameter makes a
+new run and re-planning finds the runs that already exist. Nothing here imports torch.
 
 Deferred specs are runs whose spec depends on another run's result (a tuning winner re-run, a NOS particle's
 next step): a template plus the path of the JSON it depends on and the name of a resolver that fills the
@@ -38,9 +39,17 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+# Fields that label a run without changing what it computes: they are not part of its identity.
+LABELS = ("tags", "paper")
+
+
+def run_content(spec: Mapping[str, Any]) -> str:
+    """The canonical JSON of what a spec computes (its identity): everything but its labels."""
+    return canonical_json({k: v for k, v in spec.items() if k not in LABELS})
+
+
 def run_id(spec: Mapping[str, Any]) -> str:
-    content = {k: v for k, v in spec.items() if k != "tags"}
-    return hashlib.sha256(canonical_json(content).encode()).hexdigest()[:RUN_ID_HEX]
+    return hashlib.sha256(run_content(spec).encode()).hexdigest()[:RUN_ID_HEX]
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -218,15 +227,25 @@ def batch_digest(members: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
 
 
-def unique_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """Entries by key, each canonicalised once. The same run asked for twice (two claims sharing a baseline)
-    is one run; two different specs sharing an id (a 20-hex prefix collision) is an error."""
+def unique_entries(entries: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Mapping[str, Any]],
+                                                                   dict[str, dict[str, Any]]]:
+    """Entries by key (run id, or a deferred spec's key), each canonicalised once, and who asked for each run.
+
+    The same run asked for twice (two claims sharing a baseline, or two papers comparing the same optimizer on
+    the same problem) is one run: the first request's entry is kept, and `requests[key]` maps every paper that
+    asked for it to the tags it gave. Two different specs sharing an id (a 20-hex prefix collision) is an error."""
     bodies: dict[str, str] = {}
     out: dict[str, Mapping[str, Any]] = {}
+    requests: dict[str, dict[str, Any]] = {}
     for e in entries:
-        body = canonical_json({k: v for k, v in e.items() if k != "tags"})
-        key = e["key"] if e.get("deferred") else hashlib.sha256(body.encode()).hexdigest()[:RUN_ID_HEX]
+        if e.get("deferred"):
+            key, body = e["key"], canonical_json({k: v for k, v in e.items() if k != "tags"})
+            paper = e["template"]["paper"]
+        else:
+            body = run_content(e)
+            key, paper = hashlib.sha256(body.encode()).hexdigest()[:RUN_ID_HEX], e["paper"]
         if bodies.setdefault(key, body) != body:
             raise ValueError(f"two different specs share the id {key}")
         out.setdefault(key, e)
-    return out
+        requests.setdefault(key, {}).setdefault(paper, e.get("tags", {}))
+    return out, requests

@@ -128,8 +128,13 @@ class Plan:
 
     def manifests(self, paper: str | None = None, stage: str | None = None, problem: str | None = None) -> list[str]:
         return sorted(b["manifest"] for b in self.index.values()
-                      if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage)
+                      if (paper is None or paper in b["papers"]) and (stage is None or b["stage"] == stage)
                       and (problem is None or problem in b["problems"]))
+
+    def requests(self, paper: str) -> dict[str, Any]:
+        """{run key: tags} of the runs `paper` asked for (papers/<paper>.json of the plan)."""
+        path = self.root / "papers" / f"{paper}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def digest(self, paper: str) -> str:
         """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
@@ -191,12 +196,14 @@ def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_
                 "gpu": any(info.gpu for info in infos) and scale == "full",
                 "datasets": sorted({d for info in infos for d in info.datasets}) if scale == "full" else [],
                 "inputs": sorted({e["depends_on"] for _, e, _ in items if e.get("deferred")}),
-                "entries": [e for _, e, _ in items],
+                "entries": [e for _, e, _ in items], "keys": [key for key, _, _ in items],
             }
     return batches
 
 
-def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], dict[str, Mapping]]:
+def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], dict[str, dict[str, Any]]]:
+    """(batches, requests): the batches of the enabled papers' runs, and per paper {run key: the tags it gave}
+    (a run asked for by several papers is trained once, in the batch of the first paper that asked)."""
     scale = config["scale"]
     entries: list[dict] = []
     for paper in enabled_papers(config, config_dir):
@@ -210,15 +217,27 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
         for name in problems_wanted:
             problems.info(name)  # an unknown name is refused with the valid ones
         entries = [e for e in entries if (e["template"] if e.get("deferred") else e)["problem"] in problems_wanted]
-    unique = planmod.unique_entries(entries)
+    unique, requests = planmod.unique_entries(entries)
     results_dir = f"{config.get('results_dir', 'results')}/{scale}"
     batches = group_batches(unique, scale, results_dir, float(config["batch_target_s"][scale]),
                             int(config.get("batch_max_runs", 5000)))
-    return batches, unique
+    for batch in batches.values():  # every paper with a run in the batch reads its manifest
+        batch["papers"] = sorted({p for key in batch.pop("keys") for p in requests[key]})
+    by_paper: dict[str, dict[str, Any]] = {}
+    for key, papers in requests.items():
+        for paper, tags in papers.items():
+            by_paper.setdefault(paper, {})[key] = tags
+    return batches, by_paper
 
 
-def write_plan(batches: Mapping[str, dict], root: Path) -> dict[str, dict]:
+def write_plan(batches: Mapping[str, dict], root: Path,
+               requests: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict]:
+    """index.json, entries.jsonl and papers/<paper>.json ({run key: the tags that paper gave the run})."""
+    from optrepro.io import atomic_write_json
+
     root.mkdir(parents=True, exist_ok=True)
+    for paper, keys in (requests or {}).items():
+        atomic_write_json(root / "papers" / f"{paper}.json", keys)
     index: dict[str, dict] = {}
     offset = 0
     chunks = []
@@ -230,8 +249,6 @@ def write_plan(batches: Mapping[str, dict], root: Path) -> dict[str, dict]:
     tmp = root / "entries.jsonl.tmp"
     tmp.write_bytes(b"".join(chunks))
     tmp.replace(root / "entries.jsonl")
-    from optrepro.io import atomic_write_json
-
     atomic_write_json(root / "index.json", index)  # written last: its presence means the plan is complete
     return index
 
@@ -248,8 +265,8 @@ def load_plan(config: Mapping[str, Any], config_dir: Path = Path("config")) -> P
     if index_path.exists():
         plan = Plan(root, json.loads(index_path.read_text()))
     else:
-        batches, _ = build_plan(config, config_dir)
-        plan = Plan(root, write_plan(batches, root))
+        batches, requests = build_plan(config, config_dir)
+        plan = Plan(root, write_plan(batches, root, requests))
         _prune_plans(plans, keep=root)
     current = plans / "current"
     if not (current.is_symlink() and current.readlink() == Path(root.name)):
@@ -274,7 +291,7 @@ def _prune_plans(plans: Path, keep: Path, kept: int = 3) -> None:
 def plan_manifests(plan_root: Path, paper: str, stage: str | None = None, problem: str | None = None) -> list[str]:
     """The manifests of a written plan's batches of `paper` (and `stage`, `problem` when given)."""
     index = json.loads((Path(plan_root) / "index.json").read_text())
-    return sorted(b["manifest"] for b in index.values() if b["paper"] == paper
+    return sorted(b["manifest"] for b in index.values() if paper in b["papers"]
                   and (stage is None or b["stage"] == stage) and (problem is None or problem in b["problems"]))
 
 

@@ -28,6 +28,7 @@ rule paper_report:
         scale=SCALE,
         title=lambda wc: paper_title(Path("config"), wc.paper),
         plan=lambda wc: PLAN.digest(wc.paper),
+        requests=lambda wc: f"{PLAN_CURRENT}/papers/{wc.paper}.json",
     wildcard_constraints:
         paper="|".join(REPORTED_PAPERS) or "no-paper",
     log:

@@ -164,3 +164,31 @@ def collect_runs(manifests: Iterable[Path | str], root: Path | str = ".", curves
     first = [c for c in ("run_id", "status", "paper", "problem", "scale", "optimizer.name", "tags.arm", "seed")
              if c in frame.columns]
     return frame[first + sorted(c for c in frame.columns if c not in first)].reset_index(drop=True)
+
+
+def own_runs(runs: pd.DataFrame, paper: str, requests: dict[str, Any] | None) -> pd.DataFrame:
+    """The rows of `paper`'s runs, labelled with its own tags.
+
+    A run asked for by several papers is trained once, in the batch of the first paper that asked, and carries
+    that paper's tags in its spec.json. The frame of a paper's manifests can therefore hold other papers' runs
+    (a shared batch) and its own runs under another paper's labels. `requests` is the plan's {run key: tags}
+    of this paper (papers/<paper>.json): a row is kept when the paper asked for its run id or when its batch
+    belongs to the paper (its deferred runs, known by key rather than run id), and a requested run's `tags.*`
+    columns are replaced by this paper's tags. Without `requests` the frame is returned as it is."""
+    if requests is None or runs.empty:
+        return runs
+    owned = runs["batch"].astype(str).str.split("/").str[0] == paper
+    asked = runs["run_id"].isin(list(requests))
+    runs = runs[owned | asked].copy()
+    tag_columns = [c for c in runs.columns if c.startswith("tags.")]
+    for index, rid in runs["run_id"].items():
+        if rid in requests:
+            flat: dict[str, Any] = {}
+            _flatten("tags", requests[rid], flat)
+            for column in tag_columns:
+                runs.at[index, column] = flat.pop(column, None)
+            for column, value in flat.items():
+                if column not in runs.columns:
+                    runs[column] = None
+                runs.at[index, column] = value
+    return runs

@@ -43,6 +43,13 @@ VERDICTS_JSON = "verdicts.json"
 PROVENANCE_JSON = "provenance.json"
 
 
+def _requests(path: Path | str | None) -> dict[str, Any] | None:
+    """The plan's {run key: tags} of a paper; a paper that asked for no run has no file: {}."""
+    if path is None:
+        return None
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
 def generated_dir(paper: str, scale: str, paper_dir: Path = Path("paper")) -> Path:
     return Path(paper_dir) / GENERATED / scale / paper
 
@@ -63,8 +70,10 @@ class Section:
 
     @classmethod
     def load(cls, paper: str, scale: str, manifests: Iterable[str | Path], out_dir: Path | str,
-             paper_dir: Path | None = None, title: str = "", plan: str = "") -> "Section":
-        """The paper's runs (from the plan's manifests), claims, published rows and register."""
+             paper_dir: Path | None = None, title: str = "", plan: str = "",
+             requests: Path | str | None = None) -> "Section":
+        """The paper's runs (from the plan's manifests; `requests`: the plan's papers/<paper>.json, which keeps
+        only this paper's runs, with its own tags, when batches are shared), claims, published rows and register."""
         claims_dir = Path(paper_dir) / "claims" if paper_dir else CLAIMS_DIR
         published_dir = Path(paper_dir) / "published" if paper_dir else PUBLISHED_DIR
         ambiguity_dir = Path(paper_dir) / "ambiguity" if paper_dir else AMBIGUITY_DIR
@@ -75,7 +84,7 @@ class Section:
         out_dir.mkdir(parents=True, exist_ok=True)
         return cls(
             paper=paper, scale=scale, out_dir=out_dir, title=title, plan=plan,
-            runs=aggregate.collect_runs(list(manifests)),
+            runs=aggregate.own_runs(aggregate.collect_runs(list(manifests)), paper, _requests(requests)),
             claims=load_claims(claims_path) if claims_path.exists() else ClaimSet(families={}, claims=()),
             published=load_published_file(published_path) if published_path.exists() else empty_published(),
             ambiguity=load_ambiguity(ambiguity_path) if ambiguity_path.exists() else [])
@@ -84,7 +93,7 @@ class Section:
     def from_snakemake(cls, smk) -> "Section":
         """Inside a notebook run by the generic `paper_report` rule (its `snakemake` object)."""
         return cls.load(smk.wildcards.paper, smk.params.scale, smk.input.manifests, smk.output[0],
-                        title=smk.params.title, plan=smk.params.plan)
+                        title=smk.params.title, plan=smk.params.plan, requests=smk.params.requests)
 
     # --- files of the section ---------------------------------------------------------------------------
     def path(self, name: str) -> Path:
