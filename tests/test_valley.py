@@ -90,7 +90,7 @@ def _write_tuning_run(root, i, status, valid, test, epoch0_valid=300.0):
     run_dir = root / f"run{i}"
     run_dir.mkdir()
     spec = {"problem": "quadratic_deep", "optimizer": {"name": "sgd", "hparams": {"lr": 0.1 * (i + 1)}},
-            "tags": {"stage": "tune", "schedule": "none", "sample": i}}
+            "tags": {"stage": "tune", "schedule": "none", "sample": i, "arm": "sgd"}}
     final = {} if status == "diverged" else {"valid": {"loss": valid}, "test": {"loss": test}}
     (run_dir / "spec.json").write_text(json.dumps(spec))
     (run_dir / "result.json").write_text(json.dumps({"deterministic": {"status": status, "final": final}}))

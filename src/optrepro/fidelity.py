@@ -169,7 +169,8 @@ def study_problem_args(stage: str, optimizer: str, schedule: str, budget: str, s
     position in the search (sample index), a re-run of a tuned setting a fresh process (draw 0, as the 2021 jobs
     that re-ran the tuned settings). Every run replays the TF-1 data order of its seed."""
     table = read_instance_table() if table is None else table
-    tf_name = next(tf for tf, o in TF_OPTIMIZERS.items() if o.name == optimizer)
+    # a method the study did not run (the arena's) has no published run: the layout rule of its kind applies
+    tf_name = next((tf for tf, o in TF_OPTIMIZERS.items() if o.name == optimizer), optimizer)
     if stage == "tune":
         instance = int(sample)
     elif stage == "oneshot":

@@ -108,7 +108,8 @@ def _first_eval(run_dir: Path) -> dict[str, Any] | None:
 
 
 def tuning_candidates(manifests: Iterable[Path | str], problem: str, split: str, metric: str) -> list[dict]:
-    """One candidate per tuning run of `problem` listed in the manifests, with its cell and final value."""
+    """One candidate per tuning run of `problem` listed in the manifests, with its cell (the arm: the optimizer,
+    or a labelled variant of it) and final value."""
     out = []
     for manifest in manifests:
         for entry in json.loads(Path(manifest).read_text())["runs"]:
@@ -117,7 +118,7 @@ def tuning_candidates(manifests: Iterable[Path | str], problem: str, split: str,
             if spec["problem"] != problem or spec["tags"].get("stage") != "tune":
                 continue
             result = json.loads((run_dir / "result.json").read_text())
-            out.append({"optimizer": spec["optimizer"]["name"], "schedule": spec["tags"]["schedule"],
+            out.append({"optimizer": spec["tags"]["arm"], "schedule": spec["tags"]["schedule"],
                         "sample": int(spec["tags"]["sample"]), "hparams": spec["optimizer"]["hparams"],
                         "run_id": entry["run_id"], "status": result["deterministic"]["status"],
                         "value": deepobs_final(result, split, metric, _first_eval(run_dir))})

@@ -22,6 +22,7 @@ log-uniform). The tuning spaces are the optimizer registry's, per version.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from optrepro import optim
@@ -50,8 +51,9 @@ def scored_by(problem: str) -> tuple[str, bool]:
     return ("loss", False) if problem in LOSS_SCORED else ("accuracy", True)
 
 
-def selection_file(results_dir: str, problem: str) -> str:
-    return f"{results_dir}/valley/select/{problem}.json"
+def selection_file(results_dir: str, problem: str, paper: str = "crowded_valley") -> str:
+    """Where the selection job of `paper` writes the tuning winners of a problem."""
+    return f"{results_dir}/{'valley' if paper == 'crowded_valley' else paper}/select/{problem}.json"
 
 
 def _version(pconfig: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,18 +87,46 @@ def _grid_axes(grid: Mapping[str, Any], version: Mapping[str, Any], budgets: Map
 
 @register_planner("crowded_valley")
 def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any]) -> list:
-    from optrepro import fidelity, tune
+    from optrepro import fidelity
 
     version = _version(pconfig)
     budgets = budgets_of(pconfig)
     seeds = pconfig["seeds"]
-    results_dir = f"{global_config.get('results_dir', 'results')}/{scale}"
     paper = pconfig["paper"]
     entries: dict[str, Any] = {}  # by a key of what is computed: grids may overlap
+    for grid in pconfig["grids"]:
+        problems, optimizers, schedules, wanted = _grid_axes(grid, version, budgets)
+        methods = [Method(name, name, {}, optim.registry.search_space(name, version["name"])) for name in optimizers]
+        plan_study(entries, paper=paper, problems=problems, methods=methods, schedules=schedules, wanted=wanted,
+                   budgets=budgets, seeds=seeds, scale=scale, global_config=global_config,
+                   extra_tags={"version": version["name"]})
+    for run in _fidelity_runs(pconfig.get("fidelity")):
+        spec = fidelity.published_spec(run, scale="full", tags={"arm": run.optimizer, "seed": run.seed,
+                                                                "schedule": run.schedule, "budget": run.budget})
+        entries.setdefault(("fidelity", run.source), spec)
+    return list(entries.values())
 
-    def add(key, entry):
-        entries.setdefault(key, entry)
 
+@dataclass(frozen=True)
+class Method:
+    """One arm of a study: its label (tags.arm), registry name, fixed hyperparameters (added to the one-shot
+    defaults and to every sample) and search space {hyperparameter: distribution}."""
+
+    label: str
+    name: str
+    hparams: Mapping[str, Any]
+    space: Mapping[str, Mapping[str, Any]]
+
+
+def plan_study(entries: dict, *, paper: str, problems, methods, schedules, wanted, budgets: Mapping[str, int],
+               seeds: Mapping[str, Any], scale: str, global_config: Mapping[str, Any],
+               extra_tags: Mapping[str, Any] | None = None) -> None:
+    """Add the one-shot, tuning and re-run entries of every problem x method x schedule cell to `entries`
+    (keyed by what they compute, so overlapping grids plan a run once). The re-runs are deferred specs resolved
+    from `paper`'s selection file of the problem (`<results>/<paper>/select/<problem>.json`)."""
+    from optrepro import fidelity, tune
+
+    results_dir = f"{global_config.get('results_dir', 'results')}/{scale}"
     instances = fidelity.read_instance_table()
 
     def problem_args(problem, stage, name, schedule, budget, seed, sample=None):
@@ -105,44 +135,37 @@ def crowded_valley_planner(pconfig: Mapping[str, Any], scale: str, global_config
             return None
         return fidelity.study_problem_args(stage, name, schedule, budget, seed, sample, instances)
 
-    for grid in pconfig["grids"]:
-        problems, optimizers, schedules, wanted = _grid_axes(grid, version, budgets)
-        n_tune = max((budgets[b] for b in wanted if b != ONESHOT), default=0)
-        for problem in problems:
-            device = device_for(problem, scale, global_config)
-            common = dict(paper=paper, problem=problem, scale=scale, device=device)
-            for name in optimizers:
-                space = optim.registry.search_space(name, version["name"])
-                sampled = tune.samples(space, n_tune)
-                for schedule in schedules:
-                    base_tags = {"arm": name, "schedule": schedule, "version": version["name"]}
-                    if ONESHOT in wanted:
-                        for seed in seeds["oneshot"]:
-                            add(("oneshot", problem, name, schedule, seed), planmod.make_spec(
-                                **common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
-                                problem_args=problem_args(problem, ONESHOT, name, schedule, ONESHOT, seed),
-                                tags={**base_tags, "stage": ONESHOT, "budget": ONESHOT, "seed": seed}))
-                    for i, hparams in enumerate(sampled):
-                        add(("tune", problem, name, schedule, i), planmod.make_spec(
-                            **common, optimizer=name, hparams=hparams, schedule=SCHEDULES[schedule],
-                            problem_args=problem_args(problem, "tune", name, schedule, None, seeds["tune"], i),
-                            seed=seeds["tune"], tags={**base_tags, "stage": "tune", "sample": i,
-                                                      "seed": seeds["tune"]}))
-                    for budget in (b for b in wanted if b != ONESHOT):
-                        for seed in seeds["rerun"]:
-                            template = dict(**common, optimizer=name, schedule=SCHEDULES[schedule], seed=seed,
-                                            problem_args=problem_args(problem, "rerun", name, schedule, budget,
-                                                                      seed),
-                                            tags={**base_tags, "stage": "rerun", "budget": budget, "seed": seed})
-                            key = f"{paper}/{problem}/{name}/{schedule}/{budget}/seed{seed}"
-                            add(("rerun", key), planmod.DeferredSpec(
-                                key=key, template=template, depends_on=selection_file(results_dir, problem),
-                                resolver="crowded_valley.winner", tags=template["tags"]))
-    for run in _fidelity_runs(pconfig.get("fidelity")):
-        spec = fidelity.published_spec(run, scale="full", tags={"arm": run.optimizer, "seed": run.seed,
-                                                                "schedule": run.schedule, "budget": run.budget})
-        add(("fidelity", run.source), spec)
-    return list(entries.values())
+    n_tune = max((budgets[b] for b in wanted if b != ONESHOT), default=0)
+    for problem in problems:
+        common = dict(paper=paper, problem=problem, scale=scale, device=device_for(problem, scale, global_config))
+        for method in methods:
+            sampled = tune.samples(method.space, n_tune)
+            for schedule in schedules:
+                base_tags = {"arm": method.label, "schedule": schedule, **(extra_tags or {})}
+                cell = (problem, method.label, schedule)
+                if ONESHOT in wanted:
+                    for seed in seeds["oneshot"]:
+                        entries.setdefault(("oneshot", *cell, seed), planmod.make_spec(
+                            **common, optimizer=method.name, hparams=method.hparams, schedule=SCHEDULES[schedule],
+                            seed=seed, problem_args=problem_args(problem, ONESHOT, method.name, schedule, ONESHOT, seed),
+                            tags={**base_tags, "stage": ONESHOT, "budget": ONESHOT, "seed": seed}))
+                for i, hparams in enumerate(sampled):
+                    entries.setdefault(("tune", *cell, i), planmod.make_spec(
+                        **common, optimizer=method.name, hparams={**method.hparams, **hparams},
+                        schedule=SCHEDULES[schedule], seed=seeds["tune"],
+                        problem_args=problem_args(problem, "tune", method.name, schedule, None, seeds["tune"], i),
+                        tags={**base_tags, "stage": "tune", "sample": i, "seed": seeds["tune"]}))
+                for budget in (b for b in wanted if b != ONESHOT):
+                    for seed in seeds["rerun"]:
+                        template = dict(**common, optimizer=method.name, hparams=dict(method.hparams),
+                                        schedule=SCHEDULES[schedule], seed=seed,
+                                        problem_args=problem_args(problem, "rerun", method.name, schedule, budget,
+                                                                  seed),
+                                        tags={**base_tags, "stage": "rerun", "budget": budget, "seed": seed})
+                        key = f"{paper}/{problem}/{method.label}/{schedule}/{budget}/seed{seed}"
+                        entries.setdefault(("rerun", key), planmod.DeferredSpec(
+                            key=key, template=template, depends_on=selection_file(results_dir, problem, paper),
+                            resolver="crowded_valley.winner", tags=template["tags"]))
 
 
 def _fidelity_runs(selection: Mapping[str, Any] | None) -> list:
@@ -177,13 +200,13 @@ def _fidelity_runs(selection: Mapping[str, Any] | None) -> list:
 def valley_winner(template: Mapping[str, Any], selection: Mapping[str, Any]) -> dict:
     """The template filled with the winner of its (optimizer, schedule, budget) in the problem's selection file."""
     tags = template["tags"]
-    key = cell_key(template["optimizer"], tags["schedule"], tags["budget"])
+    key = cell_key(tags["arm"], tags["schedule"], tags["budget"])
     if key not in selection["winners"]:
         raise unknown(f"tuning cell of {template['problem']}'s selection file", key, selection["winners"])
     winner = selection["winners"][key]
-    return planmod.make_spec(**{**template, "hparams": winner["hparams"],
+    return planmod.make_spec(**{**template, "hparams": {**template.get("hparams", {}), **winner["hparams"]},
                                 "tags": {**tags, "sample": winner["sample"]}})
 
 
-def cell_key(optimizer: str, schedule: str, budget: str) -> str:
-    return f"{optimizer}/{schedule}/{budget}"
+def cell_key(arm: str, schedule: str, budget: str) -> str:
+    return f"{arm}/{schedule}/{budget}"
