@@ -16,6 +16,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/runs.smk"
+include: "workflow/rules/study.smk"
 
 
 for _paper in PAPERS:

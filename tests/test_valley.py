@@ -122,7 +122,7 @@ def test_selection_uses_final_validation_never_test_and_scores_diverged_runs_at_
 def test_rerun_specs_resolve_to_the_winner_of_their_cell():
     deferred = next(e for e in plan() if isinstance(e, DeferredSpec) and e.template["problem"] == "quadratic_deep"
                     and e.template["optimizer"] == "sgd" and e.template["tags"]["budget"] == "small")
-    assert deferred.depends_on == "results/full/valley/select/quadratic_deep.json"
+    assert deferred.depends_on == "results/full/crowded_valley/select/quadratic_deep.json"
     selection = {"winners": {f"sgd/{deferred.template['tags']['schedule']}/small": {"sample": 7,
                                                                                      "hparams": {"lr": 0.05}}}}
     spec = valley_winner(deferred.template, selection)

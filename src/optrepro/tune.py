@@ -143,14 +143,13 @@ def select_winners(candidates: list[dict], budgets: Mapping[str, int], higher_is
 
 def _cmd_select(args) -> int:
     from optrepro.io import atomic_write_json
-    from optrepro.planners.crowded_valley import scored_by
-    from optrepro.workflow import plan_manifests
+    from optrepro.planners.crowded_valley import budgets_of, scored_by
+    from optrepro.workflow import paper_config, plan_manifests
 
     metric, higher = scored_by(args.problem)
-    budgets = {}
-    for item in args.budgets.split(","):
-        name, _, n = item.partition("=")
-        budgets[name] = int(n)
+    pconfig = paper_config(Path(args.config_dir), args.paper, args.scale)
+    budgets = budgets_of({"version": pconfig.get("version", pconfig.get("study", "icml")),
+                          "budgets": pconfig.get("budgets")})
     manifests = plan_manifests(Path(args.plan), args.paper, stage="tune", problem=args.problem)
     winners = select_winners(tuning_candidates(manifests, args.problem, "valid", metric), budgets, higher)
     atomic_write_json(Path(args.output), {"problem": args.problem, "metric": f"final valid {metric}",
@@ -162,8 +161,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("select-winners", help="pick each tuning cell's winner by final validation metric "
                                               "(Crowded Valley protocol); torch-free")
     p.add_argument("--plan", required=True, help="the plan directory (results/<scale>/plans/current)")
-    p.add_argument("--paper", default="crowded_valley")
+    p.add_argument("--paper", required=True, help="the paper whose tuning runs (and config's budgets) to use")
+    p.add_argument("--scale", required=True, choices=("full", "smoke"))
+    p.add_argument("--config-dir", default="config")
     p.add_argument("--problem", required=True)
-    p.add_argument("--budgets", required=True, help="name=n,... e.g. small=25,medium=50,large=75")
     p.add_argument("--output", required=True)
     p.set_defaults(func=_cmd_select)

@@ -14,8 +14,8 @@ and a fourth, when the config has `fidelity:`
               seed, schedule and data order (optrepro.fidelity.published_spec), at full size: quadratic_deep runs in
               seconds, so the smoke scale re-runs a handful of them too
 
-The selection file of a problem (`<results>/valley/select/<problem>.json`) is written by the `valley_select` job
-of workflow/rules/crowded_valley.smk, from the tune stage's runs, with torch-free code (optrepro.tune.select).
+The selection file of a problem (`<results>/<paper>/select/<problem>.json`) is written by the `study_select` job
+of workflow/rules/study.smk, from the tune stage's runs, with torch-free code (optrepro.tune.select).
 Two study versions are selectable: `v1` (arXiv v1: 14 optimizers, budgets small 25 / large 50, momentum-type
 hyperparameters log-uniform) and `icml` (ICML 2021: 15 optimizers with AdaBelief, budgets 25 / 50 / 75, 1 - mu
 log-uniform). The tuning spaces are the optimizer registry's, per version.
@@ -52,8 +52,8 @@ def scored_by(problem: str) -> tuple[str, bool]:
 
 
 def selection_file(results_dir: str, problem: str, paper: str = "crowded_valley") -> str:
-    """Where the selection job of `paper` writes the tuning winners of a problem."""
-    return f"{results_dir}/{'valley' if paper == 'crowded_valley' else paper}/select/{problem}.json"
+    """Where the selection job of `paper` writes the tuning winners of a problem (rule study_select)."""
+    return f"{results_dir}/{paper}/select/{problem}.json"
 
 
 def _version(pconfig: Mapping[str, Any]) -> dict[str, Any]:

@@ -99,3 +99,34 @@ def bootstrap_mean_rank(per_seed: Mapping[str, Mapping[str, Sequence[float]]], n
     low, high = (1 - level) / 2, 1 - (1 - level) / 2
     return pd.DataFrame({"mean_rank": point, "low": boot.quantile(low), "high": boot.quantile(high)}).sort_values(
         "mean_rank")
+
+
+# --- from runs to times ----------------------------------------------------------------------------------
+
+def eval_curve(run_dir: str, split: str, metric: str) -> list[tuple[int, float]]:
+    """(step, split/metric) at every evaluation of a run (metrics.jsonl)."""
+    import json
+    from pathlib import Path
+
+    out = []
+    with open(Path(run_dir) / "metrics.jsonl") as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("kind") == "eval" and f"{split}/{metric}" in record:
+                value = record[f"{split}/{metric}"]
+                out.append((int(record["step"]), math.nan if value is None else float(value)))
+    return out
+
+
+def run_times(run: Mapping, target: float, higher_is_better: bool, seconds_per_step: float) -> dict[str, float]:
+    """One run's time to target in steps, pass units and seconds. Pass units at a step are the run's average
+    units per step times the step (line searches vary per step; the average is what the run paid); seconds are
+    the method's seconds per step from its dedicated timing run times the step."""
+    from optrepro.planners.crowded_valley import scored_by
+
+    metric, _ = scored_by(run["problem"])
+    steps = time_to_target(eval_curve(run["dir"], "valid", metric), target, higher_is_better,
+                           diverged=run["status"] == "diverged")
+    units_per_step = float(run["cost_units"]) / max(float(run["steps"]), 1.0)
+    return {"steps": steps, "units": steps * units_per_step if steps < INF else INF,
+            "seconds": steps * seconds_per_step if steps < INF and math.isfinite(seconds_per_step) else INF}

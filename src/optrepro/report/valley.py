@@ -41,7 +41,9 @@ def deepobs_value(row: pd.Series, split: str, metric: str) -> float:
     return float(row.get(f"final.{split}.{metric}", math.nan))
 
 
-def valley_frame(runs: pd.DataFrame) -> pd.DataFrame:
+def valley_frame(runs: pd.DataFrame, method_column: str = "optimizer.name") -> pd.DataFrame:
+    """The study's runs as settings (see the module docstring). `method_column` names a run's method: the
+    optimizer for the study, the arm label where one optimizer runs in several variants (the arena)."""
     columns = ["problem", "optimizer", "schedule", "budget", "seed", "selected_by_seed", "status", "value",
                "valid_value", "higher_is_better", "run_id", "tags.arm", "dir"]
     if runs.empty:
@@ -49,15 +51,15 @@ def valley_frame(runs: pd.DataFrame) -> pd.DataFrame:
     usable = runs[runs["status"].isin(["ok", "diverged"])]
     rows = []
     tune = usable[usable["tags.stage"] == "tune"]
-    tune_by_cell = {(r["problem"], r["optimizer.name"], r["tags.schedule"], int(r["tags.sample"])): r
+    tune_by_cell = {(r["problem"], r[method_column], r["tags.schedule"], int(r["tags.sample"])): r
                     for _, r in tune.iterrows()}
 
     def add(r, budget, selected):
         metric, higher = scored_by(r["problem"])
-        rows.append({"problem": r["problem"], "optimizer": r["optimizer.name"], "schedule": r["tags.schedule"],
+        rows.append({"problem": r["problem"], "optimizer": r[method_column], "schedule": r["tags.schedule"],
                      "budget": budget, "seed": r["seed"], "selected_by_seed": selected, "status": r["status"],
                      "value": deepobs_value(r, "test", metric), "valid_value": deepobs_value(r, "valid", metric),
-                     "higher_is_better": higher, "run_id": r["run_id"], "tags.arm": f"{r['optimizer.name']}:{budget}",
+                     "higher_is_better": higher, "run_id": r["run_id"], "tags.arm": f"{r[method_column]}:{budget}",
                      "dir": r["dir"]})
 
     for _, r in usable[usable["tags.stage"] == ONESHOT].iterrows():
@@ -65,7 +67,7 @@ def valley_frame(runs: pd.DataFrame) -> pd.DataFrame:
     winners = set()
     for _, r in usable[usable["tags.stage"] == "rerun"].iterrows():
         add(r, r["tags.budget"], False)
-        winners.add((r["problem"], r["optimizer.name"], r["tags.schedule"], r["tags.budget"], int(r["tags.sample"])))
+        winners.add((r["problem"], r[method_column], r["tags.schedule"], r["tags.budget"], int(r["tags.sample"])))
     for problem, optimizer, schedule, budget, sample in sorted(winners):
         r = tune_by_cell.get((problem, optimizer, schedule, sample))
         if r is not None:
