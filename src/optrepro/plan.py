@@ -173,9 +173,19 @@ def _hparams_from(template: Mapping[str, Any], dependency: Any) -> dict:
     return make_spec(**{**t, "hparams": {**t.get("hparams", {}), **dependency["hparams"]}})
 
 
+def get_resolver(name: str) -> Callable[[Mapping[str, Any], Any], dict]:
+    """A resolver by name. A planner's own resolver is named "<planner>.<name>" and registered by the planner's
+    module, which a batch job has not imported: it is imported here on first use (as get_planner does)."""
+    if name not in RESOLVERS and "." in name:
+        from optrepro.planners import get_planner
+
+        get_planner(name.split(".", 1)[0])
+    return RESOLVERS.get(name)
+
+
 def resolve_deferred(entry: Mapping[str, Any]) -> dict[str, Any]:
     dependency = json.loads(Path(entry["depends_on"]).read_text())
-    spec = RESOLVERS.get(entry["resolver"])(entry["template"], dependency)
+    spec = get_resolver(entry["resolver"])(entry["template"], dependency)
     spec["tags"] = {**spec.get("tags", {}), **entry.get("tags", {})}
     return spec
 
