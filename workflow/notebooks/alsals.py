@@ -60,6 +60,11 @@ def status_counts(frame: pd.DataFrame) -> str:
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
 
 
+def unique(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (a run two arms share appears once in the appendix of runs behind a table)."""
+    return frame.drop_duplicates("run_id") if "run_id" in frame.columns else frame
+
+
 def task_rows(frame: pd.DataFrame, task: str) -> pd.DataFrame:
     return frame[frame["tags.experiment"] == task] if not frame.empty else frame
 
@@ -96,7 +101,8 @@ section.write_table("protocol.tex", tables.latex_table(
     "step / micro-batches; c: the scripts' c of ALSALS; lr scripts, lr tuned: Adam's learning rate in the scripts "
     "and the one the sweep chose; equal epochs: the equal-compute Adam's epochs (in brackets: its pass units over "
     "ALSALS's measured mean). BERT-base on the GLUE tasks, ResNet-50 on CIFAR and ImageNet (ResNet-34 in the "
-    "ablations named so), GPT-2 small on OpenWebText.", label="tab:alsals-protocol", scale=scale), runs=finals)
+    "ablations named so), GPT-2 small on OpenWebText.", label="tab:alsals-protocol", scale=scale),
+    runs=unique(finals))
 pd.DataFrame(protocol)
 
 # %% [markdown]
@@ -118,7 +124,7 @@ section.write_table("final.tex", tables.latex_table(
     final_frame, caption="Final training loss (after the last epoch, evaluation mode) and test accuracy per task "
     "and arm, mean ± sd over seeds; units/step: pass units per optimizer step (forward+backward 1, forward 1/3); "
     "runs: by status (diverged runs count with their last finite values).", label="tab:alsals-final", scale=scale),
-    runs=finals)
+    runs=unique(finals))
 final_frame
 
 # %% [markdown]
@@ -140,11 +146,12 @@ for task in TASKS:
                      "tier": hit["tier"].iloc[0], "our arm": ours_arm,
                      "ours": mean_sd(ours["final.train.loss"]) if scale != "smoke" else DASH})
 section.write_table("published.tex", tables.latex_table(
-    pd.DataFrame(rows, columns=["task", "published arm", "published", "tier", "our arm", "ours"]), caption="Final training loss in the follow-up paper's table (arXiv 2407.20650; tier "
+    pd.DataFrame(rows, columns=["task", "published arm", "published", "tier", "our arm", "ours"]),
+    caption="Final training loss in the follow-up paper's table (arXiv 2407.20650; tier "
     "follow-up: the authors' SaLSa paper, one number per task, run count and lr not stated; it labels CIFAR's "
     "model ResNet34, our ablation tasks) beside ours (mean over seeds; adam: the tuned Adam, the scripts' lr "
     "where no sweep ran). Printed for orientation, never judged.", label="tab:alsals-published", scale=scale),
-    runs=usable)
+    runs=unique(usable))
 
 # %% [markdown]
 # ## Forward passes, backward passes, pass units, backtracks and probe bumps per step (line searches)
@@ -168,7 +175,8 @@ section.write_table("passes.tex", tables.latex_table(
     pass_frame, caption="Per optimizer step, mean ± sd over seeds: forward and backward passes over the step's "
     "batch (all its micro-batches), pass units (forward+backward 1, forward 1/3), backtracks of the search, and "
     "ALSALS's slope-probe bumps (eps x 10 while the finite difference is exactly 0). From result.json and the "
-    "optimizer's counters.", label="tab:alsals-passes", scale=scale, font_size="footnotesize"), runs=usable)
+    "optimizer's counters.", label="tab:alsals-passes", scale=scale, font_size="footnotesize"),
+    runs=unique(usable))
 als = with_rates[with_rates["tags.arm"] == "alsals"] if not with_rates.empty else with_rates
 section.number("alsals-units-per-step", float(als["units_per_step"].mean()) if len(als) else float("nan"), "{:.2f}")
 section.number("alsals-backtracks-per-step", float(als["backtracks_per_step"].mean()) if len(als) else float("nan"),
@@ -190,7 +198,8 @@ section.write_table("sweep.tex", tables.latex_table(
     pd.DataFrame(sweep_rows, columns=["task", "lr", "final valid loss", "runs", "chosen"]),
     caption="Adam's learning-rate sweep per task: final loss on the validation split carved from the training data "
     "(mean over the sweep's seeds); the lowest is re-run with every seed on the full training data.",
-    label="tab:alsals-sweep", scale=scale), runs=runs[runs["tags.stage"] == "tune"] if not runs.empty else runs)
+    label="tab:alsals-sweep", scale=scale),
+    runs=unique(runs[runs["tags.stage"] == "tune"] if not runs.empty else runs))
 section.number("sweep-runs", int((runs["tags.stage"] == "tune").sum()) if not runs.empty else 0, "{:d}")
 
 # %% [markdown]
@@ -212,7 +221,7 @@ section.write_table("equal.tex", tables.latex_table(
     caption="Equal compute: ALSALS's mean measured pass units per run, the epochs the tuned Adam gets for them "
     "(rounded to whole epochs; ratio: Adam's units over ALSALS's), and the final training losses of ALSALS, the "
     "tuned Adam at the task's length and the tuned Adam at equal compute (eq.).", label="tab:alsals-equal",
-    scale=scale, font_size="footnotesize"), runs=usable)
+    scale=scale, font_size="footnotesize"), runs=unique(usable))
 
 # %% [markdown]
 # ## Ablations: the other reading of each register entry that ran
@@ -251,7 +260,7 @@ section.write_table("ablations.tex", tables.latex_table(
     pd.DataFrame(abl_rows, columns=["register", "ablation", "task", "n", "Δ train loss"]),
     caption="Ablations of the ambiguity register (entries by id): the alternative reading's final training loss "
     "minus the reading's, paired on seeds, mean ± sd.", label="tab:alsals-ablations",
-    scale=scale, wrap=["ablation"]), runs=usable)
+    scale=scale, wrap=["ablation"]), runs=unique(usable))
 
 # %% [markdown]
 # ## Figures: step size over training, loss against steps and pass units, final loss against wall time

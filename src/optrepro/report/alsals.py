@@ -118,8 +118,12 @@ def pass_rates(runs: pd.DataFrame) -> pd.DataFrame:
         steps = row.get("steps")
         last = internals(row["dir"])[-1:] if isinstance(row.get("dir"), str) else []
         done = last[0]["step"] if last else None
-        per_step = lambda v: float(v) / steps if steps else float("nan")  # noqa: E731
-        per_opt_step = lambda k: float(last[0][k]) / done if last and done and k in last[0] else float("nan")  # noqa: E731
+        def per_step(value) -> float:
+            return float(value) / steps if steps else float("nan")
+
+        def per_opt_step(key: str) -> float:  # from the optimizer's own cumulative counters
+            return float(last[0][key]) / done if last and done and key in last[0] else float("nan")
+
         rows.append({"run_id": row["run_id"], "forward_per_step": per_step(row.get("forward_passes") or 0),
                      "backward_per_step": per_step(row.get("backward_passes") or 0),
                      "units_per_step": per_step(row.get("cost_units") or 0),
