@@ -96,7 +96,7 @@ def test_plan_is_cached_and_batches_are_stable(tmp_path):
     first = load_plan(config, wd / "config")
     again = load_plan(config, wd / "config")
     assert first.root == again.root and first.index == again.index
-    assert sum(b["runs"] for b in first.index.values()) == 6  # 2 arms x 3 seeds at smoke scale
+    assert sum(b["runs"] for b in first.index.values()) == 6  # core: 2 arms x 3 seeds at smoke scale
 
 
 # --- the smoke DAG, once per session ----------------------------------------------------------------
@@ -200,11 +200,13 @@ def test_editing_a_result_file_changes_the_table_and_the_prose(smoke_dag, tmp_pa
 
 def test_first_page_shows_the_scoreboard_with_verdicts_in_words_and_totals(smoke_dag):
     page1 = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "1")
-    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\) ",
+    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\)",
                      page1), page1
-    totals = re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, 0 not testable, (\d+) not run, "
-                       r"(\d+) not assessed \(smoke\)", pdf_text(smoke_dag / "paper/build/smoke/main.pdf"))
-    assert totals and int(totals.group(2)) >= 1, "the scoreboard's totals, every verdict not assessed at smoke"
+    # the scoreboard may run on to page 2 once several papers have claims; at smoke scale nothing is judged
+    start = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "3")
+    totals = re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, \d+ not testable, 0 not run, "
+                       r"(\d+) not assessed", start)
+    assert totals and int(totals.group(1)) >= 1, start
 
 
 def test_pdf_metadata_names_title_scale_and_commit(smoke_dag):
@@ -219,9 +221,10 @@ def test_tables_carry_run_counts_and_the_appendix_lists_the_runs_behind_them(smo
     text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
     assert "Runs behind each table" in text and re.search(r"core digits\.tex 6 [0-9a-f]{12}", text)
     rows = (smoke_dag / "paper/build/smoke/runs.csv").read_text().splitlines()
-    core = [r for r in rows[1:] if r.startswith("core,")]
+    core = [r for r in rows[1:] if r.startswith("core,")]  # other papers list their own tables' runs
     assert rows[0] == "paper,table,run_id" and len(core) == 6
     assert all(re.fullmatch(r"core,digits\.tex,[0-9a-f]{20}", r) for r in core)
+    assert all(re.fullmatch(r"[a-z0-9_]+,[a-z0-9_]+\.tex,[0-9a-f]{20}", r) for r in rows[1:])
 
 
 def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_path):
@@ -326,7 +329,7 @@ def test_an_unknown_planner_is_refused_with_the_valid_choices(tmp_path):
     paper = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
     paper["planner"] = "gird"
     (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(paper))
-    with pytest.raises(ValueError, match=r"unknown planner 'gird'. Did you mean 'grid'\? Valid choices: .*grid"):
+    with pytest.raises(ValueError, match=r"unknown planner 'gird'. Did you mean 'grid'\? Valid choices: (\w+, )*grid"):
         validate_config(config_of(wd), wd / "config", SCHEMAS)
 
 

@@ -201,12 +201,12 @@ def _hparams_from(template: Mapping[str, Any], dependency: Any) -> dict:
 
 
 def get_resolver(name: str) -> Callable[[Mapping[str, Any], Any], dict]:
-    """A resolver by name. "<planner>.<name>" is a planner's own resolver: its module, optrepro.planners.<planner>,
-    is imported on first use (a batch job resolves deferred specs without having planned them)."""
+    """A resolver by name. A planner's own resolver is named "<planner>.<name>" and registered by the planner's
+    module, which a batch job has not imported: it is imported here on first use (as get_planner does)."""
     if name not in RESOLVERS and "." in name:
-        import importlib
+        from optrepro.planners import get_planner
 
-        importlib.import_module(f"optrepro.planners.{name.split('.')[0]}")
+        get_planner(name.split(".", 1)[0])
     return RESOLVERS.get(name)
 
 

@@ -318,11 +318,13 @@ def _cancel(pending: _Pending) -> None:
         future.cancel()
 
 
-def holdout_split(count: int, valid_images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(count: int, valid_images: int, seed: int = 0, what: str = "valid_images"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the training index kept for training and held out for validation: a fixed random subset
-    (independent of every run seed), both sorted so that evaluation reads folders in order."""
+    (independent of every run seed), both sorted so that evaluation reads folders in order (and other sources
+    keep their file order). `what` names the problem argument in the error."""
     if not 0 < valid_images < count:
-        raise ValueError(f"valid_images must be between 1 and {count - 1} (the training images), got {valid_images}")
+        raise ValueError(f"{what} must be between 1 and {count - 1} (the training examples), got {valid_images}")
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).numpy()
     return np.sort(order[:count - valid_images]), np.sort(order[count - valid_images:])
 
