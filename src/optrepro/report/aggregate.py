@@ -10,7 +10,9 @@ Columns (dotted paths, so a claim's `select` and `cell_key` can name any of them
   optimizer.hparams.<k>, schedule.name, schedule.args.<k>, controllers (JSON text), init_seed, data_seed,
   noise_seed, epochs, batch_size, ..., tags.arm, tags.stage, ...; lists become tuples (hashable);
 - seed: "init_seed-data_seed-noise_seed", the key on which arms are paired;
-- final.<split>.<metric>, best.<split>.<metric> from result.json; max.<split>.<metric> (maximum over the
+- final.<split>.<metric>, best.<split>.<metric> from result.json; at_best_valid.<split>.<metric> (every split's
+  metrics at the evaluation with the lowest validation loss, as Keras EarlyStopping(restore_best_weights)
+  restores them) with at_best_valid.epoch and at_best_valid.step; max.<split>.<metric> (maximum over the
   evaluations in metrics.jsonl) and smoothed.<split>.<metric> (mean of the last SMOOTH_WINDOW evaluations);
 - steps, epochs_run, forward_passes, backward_passes, cost_units, error, wall_time_s, resumes.
 """
@@ -125,8 +127,11 @@ def load_run(run_dir: Path, listed_status: str | None = None, curves: bool = Tru
     det, vol = result["deterministic"], result.get("volatile", {})
     row = {"run_id": result["run_id"], "status": det["status"]}
     row.update(flatten_spec(result["spec"]))
-    for which in ("final", "best"):
+    for which in ("final", "best", "at_best_valid"):
         for split, metrics in (det.get(which) or {}).items():
+            if not isinstance(metrics, dict):  # at_best_valid's epoch and step
+                row[f"{which}.{split}"] = metrics
+                continue
             for metric, value in metrics.items():
                 row[f"{which}.{split}.{metric}"] = _float(value)
     if curves:

@@ -21,7 +21,7 @@ CLAIMS_DIR = PAPER_DIR / "claims"
 class Quantity:
     metric: str
     split: str
-    value: str          # final | best | max | smoothed
+    value: str          # final | best | max | smoothed | at_best_valid
     aggregation: str    # mean | median
     points: bool = False
 

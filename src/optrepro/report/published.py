@@ -20,7 +20,7 @@ PUBLISHED_DIR = PAPER_DIR / "published"
 COLUMNS = ("paper", "claim_id", "cell", "arm", "metric", "split", "statistic", "aggregation", "value", "sd", "n",
            "source", "tier", "note")
 SPLITS = ("train", "valid", "test")
-STATISTICS = ("final", "best", "max", "min", "smoothed")
+STATISTICS = ("final", "best", "max", "min", "smoothed", "at_best_valid")
 AGGREGATIONS = ("mean", "median", "single")
 TIERS = ("paper", "authors-output", "follow-up", "summary")
 # A verdict may rest on these tiers; `summary` rows are printed but never judged.

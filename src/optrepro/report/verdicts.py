@@ -184,7 +184,7 @@ def _arm_values(claim: Claim, rows: pd.DataFrame, arm: str, notes: list[str]) ->
     if column not in rows.columns:
         raise InputError(f"claim {claim.id!r}: quantity column {column!r} is not in the runs frame (metric "
                          f"{claim.quantity.metric!r}, split {claim.quantity.split!r}). Metric columns: "
-                         f"{', '.join(c for c in rows.columns if c.count('.') == 2 and c.split('.')[0] in ('final', 'best', 'max', 'smoothed'))}")
+                         f"{', '.join(c for c in rows.columns if c.count('.') == 2 and c.split('.')[0] in ('final', 'best', 'max', 'smoothed', 'at_best_valid'))}")
     duplicated = rows["seed"][rows["seed"].duplicated()]
     if len(duplicated):
         raise InputError(f"claim {claim.id!r}: arm {arm!r} has several runs with seed {duplicated.iloc[0]!r} "
