@@ -198,12 +198,12 @@ def test_kernel_counts_are_the_problems_models(scale):
 
 
 def test_multiplier_table_is_computed_from_the_models():
-    rows = analysis.multiplier_rows().set_index("model")
-    assert rows.loc["ResNet-20, 10 classes", "Add ref kernel"] == "1.9195"
-    assert rows.loc["ResNet-20, 100 classes", "Mul ref 1-D"] == "5.4942"
-    assert rows.loc["MLP [128x5]", "Mul ref 1-D"] == "5.0638"
-    assert rows.loc["ResNet-20, 10 classes", "Add desc"] == "0.050-1.950"  # the paper's rule spans [1-g, 1+g]
-    assert rows.loc["MLP [64, 32]", "Depth ref"] == "1.000-1.782"
+    rows = analysis.multiplier_rows().set_index(["model", "mode"])
+    assert rows.loc[("ResNet-20, 10 classes", "ref"), "Add kernel"] == "1.9195"
+    assert rows.loc[("ResNet-20, 100 classes", "ref"), "Mul 1-D"] == "5.4942"
+    assert rows.loc[("MLP [128x5]", "ref"), "Mul 1-D"] == "5.0638"
+    assert rows.loc[("ResNet-20, 10 classes", "desc"), "Add kernel"] == "0.050-1.950"  # the rule's [1-g, 1+g]
+    assert rows.loc[("MLP [64, 32]", "ref"), "Depth"] == "1.000-1.782"
 
 
 # --- the sweep's selection --------------------------------------------------------------------------------------
@@ -236,8 +236,8 @@ def test_selection_takes_the_lowest_mean_validation_loss_and_never_a_point_with_
         else:
             losses = [0.5, 0.45] if factor == 4.0 else [0.5, 0.42]
         write_run(tmp_path / rid, losses)
-        rows.append({"run_id": rid, "status": "ok", "dir": str(tmp_path / rid)})
-    chosen = tuning.select(d, cell.name, pd.DataFrame(rows))
+        rows.append((rid, tmp_path / rid))
+    chosen = tuning.select(d, cell.name, dict(rows))
     assert set(chosen) == set(SWEPT)
     assert chosen["adam"]["lr_factor"] == 4.0 and chosen["adam"]["hparams"]["lr"] == pytest.approx(4e-3)
     assert chosen["add_ref"]["lr_factor"] == 1.0
@@ -246,7 +246,7 @@ def test_selection_takes_the_lowest_mean_validation_loss_and_never_a_point_with_
     paths = tuning.write_selections(d, cell.name, chosen)
     assert [p.name for p in paths] == [f"{a}.json" for a in SWEPT]
     with pytest.raises(ValueError, match="is in no given manifest"):
-        tuning.select(d, cell.name, pd.DataFrame(rows[1:]))
+        tuning.select(d, cell.name, dict(rows[1:]))
 
 
 # --- the runs frame ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from optrepro.caadam import design
+from optrepro.caadam.tuning import best_monitored, eval_records, finite_or_nan, monitor_of  # noqa: F401
 from optrepro.plan import resolve_deferred, run_id
 from optrepro.report import stats
 from optrepro.report.tables import DASH
@@ -73,37 +74,22 @@ def tag_by_plan(runs: pd.DataFrame, d: design.Design) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def scale_summary(d: design.Design) -> str:
+    """What the plan runs at this scale, cell by cell (the smoke block of config/papers/caadam.yaml keeps every
+    arm on one cell only)."""
+    every = set(d.arms)
+    groups: dict[str, list[str]] = {}
+    for cell in d.cells:
+        arms = "every arm" if set(cell.arms) == every else ", ".join(d.arms[a].label for a in cell.arms)
+        protocols = "both protocols" if len(cell.protocols) == 2 else f"protocol {cell.protocols[0]}"
+        what = f"{arms} in {protocols}" + (" with the sweep" if d.tuned_arms(cell) else "")
+        groups.setdefault(what, []).append(cell.name)
+    runs = f"{len(d.seeds)} run{'s' if len(d.seeds) != 1 else ''} per arm and protocol"
+    parts = [f"{what} on {', '.join(cells)}" for what, cells in groups.items()]
+    return f"At {d.scale} scale: {runs}; " + "; ".join(parts) + "."
+
+
 # --- per-run statistics -----------------------------------------------------------------------------------------
-
-def eval_records(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    with open(path) as f:
-        for line in f:
-            if '"eval"' in line:
-                record = json.loads(line)
-                if record.get("kind") == "eval":
-                    records.append(record)
-    return records
-
-
-def _finite(x: Any) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return x if math.isfinite(x) else math.nan
-
-
-def best_monitored(run_dir: Path, monitor: str) -> float:
-    """The lowest value of `monitor` after training started (+inf without a finite one): the validation loss
-    of the weights EarlyStopping(restore_best_weights) keeps, up to its min_delta."""
-    values = [_finite(r.get(monitor)) for r in eval_records(run_dir) if r.get("epoch", 0) >= 1]
-    values = [v for v in values if not math.isnan(v)]
-    return min(values) if values else math.inf
-
 
 def _metrics_at(record: Mapping[str, Any] | None, prefix: str) -> dict[str, float]:
     out = {}
@@ -112,7 +98,7 @@ def _metrics_at(record: Mapping[str, Any] | None, prefix: str) -> dict[str, floa
     for key, value in record.items():
         if "/" in key:
             split, _, metric = key.partition("/")
-            out[f"{prefix}.{split}.{metric}"] = _finite(value)
+            out[f"{prefix}.{split}.{metric}"] = finite_or_nan(value)
     out[f"{prefix}.epoch"] = record.get("epoch")
     return out
 
@@ -124,7 +110,7 @@ def run_statistics(run_dir: Path, monitor: str) -> dict[str, Any]:
     row: dict[str, Any] = {}
     # at_best_valid: the first evaluation with the lowest valid/loss after training started (the loop's
     # definition, optrepro.train; result.json carries it once the loop records it)
-    losses = [(_finite(r.get("valid/loss")), i) for i, r in enumerate(trained)]
+    losses = [(finite_or_nan(r.get("valid/loss")), i) for i, r in enumerate(trained)]
     losses = [(v, i) for v, i in losses if not math.isnan(v)]
     row.update(_metrics_at(trained[min(losses)[1]] if losses else None, "fill.at_best_valid"))
     # restored: the evaluation EarlyStopping keeps (its best_epoch: the monitor, with min_delta)
@@ -136,14 +122,14 @@ def run_statistics(run_dir: Path, monitor: str) -> dict[str, Any]:
                 best_epoch = c["best_epoch"]
     restored = next((r for r in trained if r.get("epoch") == best_epoch), None)
     row.update(_metrics_at(restored, "restored"))
-    row["monitor_curve"] = tuple((r["epoch"], _finite(r.get(monitor))) for r in trained)
+    row["monitor_curve"] = tuple((r["epoch"], finite_or_nan(r.get(monitor))) for r in trained)
     return row
 
 
 def add_run_statistics(frame: pd.DataFrame, d: design.Design) -> pd.DataFrame:
     """`frame` with the columns of run_statistics (read once per distinct run), at_best_valid.* filled where
     result.json lacks it, RMSE columns for the MLPs, epochs_to_converge and the time per epoch."""
-    monitors = {c.name: _monitor(c) for c in d.cells}
+    monitors = {c.name: monitor_of(c) for c in d.cells}
     cache: dict[str, dict[str, Any]] = {}
     rows = []
     for _, run in frame.iterrows():
@@ -169,12 +155,6 @@ def add_run_statistics(frame: pd.DataFrame, d: design.Design) -> pd.DataFrame:
     out[EPOCHS] = epochs
     out["epoch_time_s"] = pd.to_numeric(out.get("wall_time_s"), errors="coerce") / epochs.where(epochs > 0)
     return out
-
-
-def _monitor(cell: design.Cell) -> str:
-    from optrepro.caadam.tuning import monitor_of
-
-    return monitor_of(cell)
 
 
 # --- tables ----------------------------------------------------------------------------------------------------
@@ -206,11 +186,17 @@ def main_runs(frame: pd.DataFrame, protocol: str, stage: str = "main") -> pd.Dat
     return frame[(frame["tags.protocol"] == protocol) & (frame["tags.stage"] == stage)]
 
 
+def _status_counts(rows: pd.DataFrame) -> str:
+    counts = rows["status"].value_counts().to_dict() if len(rows) else {}
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "none"
+
+
 def published_rows(d: design.Design, frame: pd.DataFrame, published: pd.DataFrame, scale: str,
                    metric_group: str) -> pd.DataFrame:
-    """Per cell and published arm: the published mean ± sd (n) and tier beside ours in each protocol, for the
-    notebooks' headline metric ("accuracy": the ResNet cells, "rmse": the MLP cells) at the restored weights
-    (at_best_valid). At smoke scale our columns stay empty: a published number never gets a smoke neighbour."""
+    """Per cell and arm (every arm, diverged runs included): the published mean ± sd and its source key beside
+    ours in each protocol, for the notebooks' headline metric ("accuracy": the ResNet cells, "rmse": the MLP
+    cells) at the restored weights (at_best_valid), and our runs by status. At smoke scale our values stay
+    empty: a published number never gets a smoke neighbour."""
     from optrepro.report.published import source_keys
 
     keys = source_keys(published) if len(published) else {}
@@ -227,19 +213,21 @@ def published_rows(d: design.Design, frame: pd.DataFrame, published: pd.DataFram
                 hit = published[(published["cell"] == cell.name) & (published["arm"] == arm.published)
                                 & (published["metric"] == metric) & (published["split"] == "test")]
                 pub = hit.iloc[0] if len(hit) else None
-            row = {"cell": cell.name, "arm": arm.label, "published": DASH, "tier": DASH}
+            row = {"cell": cell.name, "arm": arm.label, "published": DASH, "source": DASH}
             if pub is not None:
                 row["published"] = f"{pub['value'] * factor:.{digits}f}" + (
                     f" ± {pub['sd'] * factor:.{digits}f}" if pd.notna(pub["sd"]) else "")
-                row["tier"] = f"{pub['tier']}, {keys[(pub['paper'], pub['source'])]}"
+                row["source"] = keys[(pub["paper"], pub["source"])]
+            mine_all = frame[(frame["tags.stage"] == "main") & (frame["tags.cell"] == cell.name)
+                             & (frame["tags.arm"] == arm_name)]
             for protocol in design.PROTOCOLS:
-                mine = main_runs(frame, protocol)
-                mine = mine[(mine["tags.cell"] == cell.name) & (mine["tags.arm"] == arm_name)]
+                mine = mine_all[mine_all["tags.protocol"] == protocol]
                 values = _usable(mine, f"at_best_valid.test.{metric}")
                 row[protocol.replace("_", "-")] = (mean_sd(values, factor, digits) if scale != "smoke" and len(values)
                                                    else DASH)
+            row["runs"] = _status_counts(mine_all)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["cell", "arm", "published", "tier", "as-run", "redrawn"])
+    return pd.DataFrame(rows, columns=["cell", "arm", "published", "source", "as-run", "redrawn", "runs"])
 
 
 def targets(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
@@ -404,6 +392,55 @@ def sweep_rows(d: design.Design, frame: pd.DataFrame, scale: str) -> pd.DataFram
     return pd.DataFrame(rows, columns=["cell", "arm", "lr x", "tuned", "tuned - tuned Adam", "tuned - untuned"])
 
 
+def _signed_counts(comparisons: Iterable, sign: int) -> tuple[int, int, int]:
+    """(better, worse, neither) by the 95 % interval of each comparison, in the direction `sign`."""
+    better = worse = neither = 0
+    for c in comparisons:
+        low, high = c.interval(0.95)
+        if low > 0 or high < 0:  # the interval excludes 0
+            better, worse = (better + 1, worse) if sign * c.estimate > 0 else (better, worse + 1)
+        else:
+            neither += 1
+    return better, worse, neither
+
+
+def register_effects(d: design.Design, frame: pd.DataFrame) -> dict[str, str]:
+    """The effect of each ablation the register names, in words, from the full-scale runs."""
+    effects = {}
+    better = worse = neither = 0
+    for cell in d.cells:
+        metric = metric_of(cell.problem)
+        sign = 1 if higher_is_better(metric) else -1
+        column = f"at_best_valid.test.{metric}"
+        found = [c for c in (paired(frame, cell.name, f"{s}_desc", f"{s}_ref", column) for s in ("add", "mul", "depth")
+                             if f"{s}_desc" in cell.arms and f"{s}_ref" in cell.arms) if c is not None]
+        b, w, n = _signed_counts(found, sign)
+        better, worse, neither = better + b, worse + w, neither + n
+    effects["caadam-keras-name-collision"] = (
+        f"described vs reference mode, test metric, protocol redrawn, over cells x strategies: described better in "
+        f"{better}, worse in {worse}, no difference shown in {neither} (95 % intervals)")
+    ratios = []
+    for cell in d.cells:
+        metric = f"at_best_valid.test.{metric_of(cell.problem)}"
+        sds = []
+        for protocol in design.PROTOCOLS:
+            rows = main_runs(frame, protocol)
+            values = _usable(rows[(rows["tags.cell"] == cell.name) & (rows["tags.arm"] == "adam")], metric)
+            sds.append(float(values.std(ddof=1)) if len(values) > 1 else math.nan)
+        if all(math.isfinite(s) and s > 0 for s in sds):
+            ratios.append(sds[1] / sds[0])
+    effects["caadam-shared-initialization"] = (
+        f"sd of Adam's test metric, redrawn / as-run: median {np.median(ratios):.2f} over {len(ratios)} cells"
+        if ratios else "no cell with both protocols")
+    main = frame[frame["tags.stage"] == "main"].drop_duplicates("run_id")
+    both = main[main["restored.epoch"].notna() & main["at_best_valid.epoch"].notna()] \
+        if {"restored.epoch", "at_best_valid.epoch"} <= set(main.columns) else main.iloc[0:0]
+    differ = both[both["restored.epoch"] != both["at_best_valid.epoch"]]
+    effects["caadam-val-loss-monitor"] = (
+        f"the restored epoch differs from the lowest-valid/loss epoch in {len(differ)} of {len(both)} runs")
+    return effects
+
+
 # --- multipliers, from the models -----------------------------------------------------------------------------
 
 def models() -> list[tuple[str, Any]]:
@@ -434,25 +471,24 @@ def factor_ranges(model, strategy: str, mode: str) -> dict[str, tuple[float, flo
 
 
 def multiplier_rows() -> pd.DataFrame:
-    """CaAdam's learning-rate multipliers on the full-size models: reference mode's kernel and 1-D factors
-    (one value each for the connection strategies), described mode's range, depth's range in both modes."""
+    """CaAdam's learning-rate multipliers on the full-size models, per model and mode: the kernels' and the 1-D
+    tensors' factors of the connection strategies (one value each in reference mode, a range in described
+    mode) and depth's range over all tensors."""
     def span(lo_hi: tuple[float, float]) -> str:
         lo, hi = lo_hi
         return f"{lo:.4f}" if abs(hi - lo) < 5e-5 else f"{lo:.3f}-{hi:.3f}"
 
     rows = []
     for name, model in models():
-        row = {"model": name}
-        for strategy, short in (("additive", "Add"), ("multiplicative", "Mul")):
-            ref = factor_ranges(model, strategy, "reference")
-            desc = factor_ranges(model, strategy, "described")
-            row[f"{short} ref kernel"] = span(ref["kernel"])
-            row[f"{short} ref 1-D"] = span(ref["1-D"])
-            row[f"{short} desc"] = span((min(desc["kernel"][0], desc["1-D"][0]), max(desc["kernel"][1], desc["1-D"][1])))
         for mode, short in (("reference", "ref"), ("described", "desc")):
+            row = {"model": name, "mode": short}
+            for strategy, key in (("additive", "Add"), ("multiplicative", "Mul")):
+                r = factor_ranges(model, strategy, mode)
+                row[f"{key} kernel"] = span(r["kernel"])
+                row[f"{key} 1-D"] = span(r["1-D"])
             r = factor_ranges(model, "depth", mode)
-            row[f"Depth {short}"] = span((min(r["kernel"][0], r["1-D"][0]), max(r["kernel"][1], r["1-D"][1])))
-        rows.append(row)
+            row["Depth"] = span((min(r["kernel"][0], r["1-D"][0]), max(r["kernel"][1], r["1-D"][1])))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

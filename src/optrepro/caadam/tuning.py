@@ -19,14 +19,44 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-import pandas as pd
-
-from optrepro.caadam import analysis, design
+from optrepro.caadam import design
 from optrepro.io import atomic_write_json
 from optrepro.plan import run_id
 
 CRITERION = ("lowest mean over the sweep's seeds of the minimum, after training started, of the validation loss "
              "that EarlyStopping monitors")
+
+
+def finite_or_nan(x: Any) -> float:
+    """A metric as a float; missing, non-numeric ("nan" strings of a diverged run) and non-finite -> NaN."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def eval_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The evaluation records of a run's metrics.jsonl (optimizer-internal records are skipped unparsed)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            if '"eval"' in line:
+                record = json.loads(line)
+                if record.get("kind") == "eval":
+                    records.append(record)
+    return records
+
+
+def best_monitored(run_dir: Path, monitor: str) -> float:
+    """The lowest value of `monitor` after training started (+inf without a finite one): the validation loss
+    of the weights EarlyStopping(restore_best_weights) keeps, up to its min_delta."""
+    values = [finite_or_nan(r.get(monitor)) for r in eval_records(run_dir) if r.get("epoch", 0) >= 1]
+    values = [v for v in values if not math.isnan(v)]
+    return min(values) if values else math.inf
 
 
 def monitor_of(cell: design.Cell) -> str:
@@ -37,16 +67,24 @@ def monitor_of(cell: design.Cell) -> str:
     return "valid/loss"
 
 
-def select(d: design.Design, cell_name: str, runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def run_dirs(manifests) -> dict[str, Path]:
+    """run id -> run directory, from batch manifests ({"runs": [{"run_id", "dir"}, ...]})."""
+    out = {}
+    for manifest in manifests:
+        for entry in json.loads(Path(manifest).read_text()).get("runs", []):
+            out[entry["run_id"]] = Path(entry["dir"])
+    return out
+
+
+def select(d: design.Design, cell_name: str, dirs: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     """arm -> selection record {"hparams": {"lr": winner}, "lr_factor", "grid": [...], ...} for one cell.
 
-    `runs` is the runs frame of the cell's tune manifests (optrepro.report.aggregate.collect_runs); which run is
-    which grid point comes from the plan (the run ids of design.tune_specs), not from result.json's tags."""
+    `dirs` maps run ids to run directories (run_dirs of the cell's tune manifests); which run is which grid
+    point comes from the plan (the run ids of design.tune_specs), not from result.json's tags."""
     cell = d.cell(cell_name)
     if not cell.sweep:
         raise ValueError(f"cell {cell_name!r} runs no sweep (sweep: false in config/papers/{d.paper}.yaml)")
     monitor = monitor_of(cell)
-    by_id = runs.set_index("run_id") if len(runs) else pd.DataFrame()
     planned: dict[tuple[str, float], list[str]] = {}
     lrs: dict[tuple[str, float], float] = {}
     for spec in design.tune_specs(d):
@@ -59,11 +97,11 @@ def select(d: design.Design, cell_name: str, runs: pd.DataFrame) -> dict[str, di
         grid = []
         for factor in d.sweep_factors:
             ids = planned[(arm, factor)]
-            missing = [i for i in ids if i not in by_id.index]
+            missing = [i for i in ids if i not in dirs]
             if missing:
                 raise ValueError(f"cell {cell_name!r}, arm {arm!r}, lr x {factor}: tuning run {missing[0]} is in no "
                                  f"given manifest (pass the cell's tune manifests)")
-            scores = [analysis.best_monitored(Path(by_id.loc[i, "dir"]), monitor) for i in ids]
+            scores = [best_monitored(dirs[i], monitor) for i in ids]
             mean = sum(scores) / len(scores) if all(math.isfinite(s) for s in scores) else math.inf
             lr = float(lrs[(arm, factor)])
             grid.append({"lr_factor": factor, "lr": lr, "mean_valid_loss": mean if math.isfinite(mean) else None,
@@ -93,7 +131,6 @@ def write_selections(d: design.Design, cell_name: str, selections: Mapping[str, 
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from optrepro.report.aggregate import collect_runs
     from optrepro.workflow import paper_config
 
     parser = argparse.ArgumentParser(prog="python -m optrepro.caadam.tuning", description=__doc__.split("\n\n")[0])
@@ -107,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     config["scale"] = args.scale
     pconfig = {**paper_config(Path(args.config).parent, args.paper, args.scale), "paper": args.paper}
     d = design.design(pconfig, args.scale, config)
-    runs = collect_runs(args.manifests, curves=False)
-    for path in write_selections(d, args.cell, select(d, args.cell, runs)):
+    for path in write_selections(d, args.cell, select(d, args.cell, run_dirs(args.manifests))):
         record = json.loads(path.read_text())
         print(f"{args.cell} {record['arm']}: lr {record['hparams']['lr']:.4g} (x{record['lr_factor']:g}) -> {path}")
     return 0
