@@ -277,3 +277,82 @@ def test_run_statistics_restored_weights_at_best_valid_and_rmse(tmp_path):
     assert analysis.epochs_to_target(row["monitor_curve"], 0.35) == 2.0
     assert math.isnan(analysis.epochs_to_target(row["monitor_curve"], 0.1))
     assert analysis.best_monitored(tmp_path / "r", "valid/loss") == 0.3
+
+
+# --- the section's tables on a synthetic full-scale frame ----------------------------------------------------
+
+def synthetic_frame(d: design.Design, value, seeds=range(6)) -> pd.DataFrame:
+    """Rows as tag_by_plan + add_run_statistics give them: value(cell, arm, protocol, stage, seed) is the test
+    metric at the restored weights (accuracy or RMSE by cell)."""
+    rows = []
+    for cell in d.cells:
+        metric = analysis.metric_of(cell.problem)
+        for arm in cell.arms:
+            for protocol in design.PROTOCOLS:
+                for stage in ("main", "tuned"):
+                    if stage == "tuned" and (protocol != "redrawn" or arm not in d.tuned_arms(cell)):
+                        continue
+                    for s in seeds:
+                        v = value(cell.name, arm, protocol, stage, s)
+                        rows.append({"run_id": f"{cell.name}-{arm}-{protocol}-{stage}-{s}", "status": "ok",
+                                     "scale": "full", "seed": f"{s}-{s}-{s}", "tags.cell": cell.name,
+                                     "tags.arm": arm, "tags.protocol": protocol, "tags.stage": stage,
+                                     f"at_best_valid.test.{metric}": v, "at_best_valid.epoch": 10 + s,
+                                     "restored.epoch": 10 + s + (s == 0), analysis.EPOCHS: 25.0 + s,
+                                     "monitor_curve": tuple((e, 1.0 / e) for e in range(1, 30)),
+                                     "epoch_time_s": 2.0})
+    return pd.DataFrame(rows)
+
+
+def test_controls_read_a_learning_rate_effect_as_a_tie_and_a_real_gain_as_caadam_better():
+    d = study("full")
+    noise = [0.0004, -0.0003, 0.0002, -0.0001, 0.0003, -0.0005]
+
+    def value(cell, arm, protocol, stage, s):
+        base = 0.80 + 0.01 * s  # seed-to-seed spread shared by every arm (paired design)
+        return base + {"add_ref": 0.02, "adam_lr_add": 0.02 + noise[s] * 0.1, "mul_ref": 0.03,
+                       "adam_lr_mul": 0.01 + noise[s]}.get(arm, noise[s])
+
+    frame = synthetic_frame(d, value)
+    rows = analysis.control_rows(d, frame, {"accuracy": 0.0025, "rmse": 0.0015}).set_index(["cell", "strategy"])
+    assert rows.loc[("cifar10_resnet20", "add"), "reading"] == "tie"
+    assert rows.loc[("cifar10_resnet20", "mul"), "reading"] == "CaAdam better"
+    assert rows.loc[("cifar10_resnet20", "add"), "S kernel / 1-D"] == "1.9195 / 2.0133"
+    assert rows.loc[("cifar10_resnet20", "add"), "CaAdam - Adam"].startswith("+2.0")  # percentage points
+    # RMSE: lower is better, so CaAdam 0.01 *above* the control is the control's win
+    assert rows.loc[("california_mlp_64_32", "mul"), "reading"] == "control better"
+
+
+def test_published_convergence_sweep_and_register_tables_at_full_scale(tmp_path):
+    from optrepro.report.published import load_published_file
+
+    d = study("full", str(tmp_path / "results"))
+    frame = synthetic_frame(d, lambda cell, arm, protocol, stage, s: 0.8 + 0.01 * s + (0.01 if stage == "tuned" else 0))
+    published = load_published_file(ROOT / "paper" / "published" / "caadam.csv")
+    results = analysis.published_rows(d, frame, published, "full", "accuracy").set_index(["cell", "arm"])
+    assert results.loc[("cifar10_resnet20", "Adam"), "published"] == "79.81 ± 0.80"
+    assert results.loc[("cifar10_resnet20", "Adam"), "redrawn"] == "82.50 ± 1.87 (6)"
+    assert results.loc[("cifar10_resnet20", "Add (desc)"), "published"] == "--"
+    assert results.loc[("cifar10_resnet20", "Adam"), "runs"] == "12 ok"  # both protocols
+    smoke = analysis.published_rows(d, frame, published, "smoke", "accuracy")
+    assert set(smoke["redrawn"]) == {"--"}  # never a smoke number beside a published one
+    conv = analysis.convergence_rows(d, frame, published, "full").set_index(["cell", "arm"])
+    assert conv.loc[("cifar10_resnet20", "Adam"), "published"] == "28.6 ± 1.9"
+    assert conv.loc[("cifar10_resnet20", "Adam"), "epochs"] == "27.5 ± 1.9 (6)"
+    # every curve falls as 1/epoch to epoch 29: Adam's median best (1/29) is first reached at epoch 29
+    assert conv.loc[("cifar10_resnet20", "Adam"), "to target"] == "29 (6/6)"
+    assert conv.loc[("cifar10_resnet20", "Adam"), "seconds"] == "58.0"  # 29 epochs x 2 s
+    for cell in d.swept_cells():
+        for arm in d.tuned_arms(cell):
+            path = Path(design.selection_path(d, cell.name, arm))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"hparams": {"lr": 2e-3}, "lr_factor": 2.0, "grid": []}))
+    sweep = analysis.sweep_rows(d, frame, "full").set_index(["cell", "arm"])
+    assert sweep.loc[("cifar10_resnet20", "Mul (ref)"), "lr x"] == "2"
+    assert sweep.loc[("cifar10_resnet20", "Mul (ref)"), "tuned - untuned"].startswith("+1.00 [+1.00, +1.00]")
+    effects = analysis.register_effects(d, frame)
+    # seed 0's restored epoch is one later in every main run: 9 cells x 12 arms x 2 protocols of 1296
+    assert effects["caadam-val-loss-monitor"] == ("the restored epoch differs from the lowest-valid/loss epoch in "
+                                                  "216 of 1296 runs")
+    assert effects["caadam-keras-name-collision"].endswith("described better in 0, worse in 0, no difference "
+                                                           "shown in 27 (95 % intervals)")
