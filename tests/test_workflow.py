@@ -92,11 +92,11 @@ def test_full_scale_dry_run_plans(tmp_path):
 
 def test_plan_is_cached_and_batches_are_stable(tmp_path):
     wd = make_workdir(tmp_path)
-    config = {**config_of(wd), "scale": "smoke", "results_dir": str(wd / "results")}
+    config = {**config_of(wd), "scale": "smoke", "results_dir": str(wd / "results"), "papers": ["core"]}
     first = load_plan(config, wd / "config")
     again = load_plan(config, wd / "config")
     assert first.root == again.root and first.index == again.index
-    assert sum(b["runs"] for b in first.index.values()) == 6  # 2 arms x 3 seeds at smoke scale
+    assert sum(b["runs"] for b in first.index.values()) == 6  # core: 2 arms x 3 seeds at smoke scale
 
 
 # --- the smoke DAG, once per session ----------------------------------------------------------------
@@ -200,9 +200,13 @@ def test_editing_a_result_file_changes_the_table_and_the_prose(smoke_dag, tmp_pa
 
 def test_first_page_shows_the_scoreboard_with_verdicts_in_words_and_totals(smoke_dag):
     page1 = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "1")
-    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\) "
-                     r"Totals:", page1), page1
-    assert "Totals: 0 replicated, 0 contradicted, 0 inconclusive, 0 not testable, 0 not run, 1 not assessed" in page1
+    assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\)",
+                     page1), page1
+    # the scoreboard may run over the next pages when other papers register many claims; at smoke scale every
+    # verdict says nothing: not assessed, or not testable for a claim our runs cannot test
+    text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
+    assert re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, \d+ not testable, 0 not run, "
+                     r"[1-9]\d* not assessed", text), text[:3000]
 
 
 def test_pdf_metadata_names_title_scale_and_commit(smoke_dag):
@@ -217,8 +221,9 @@ def test_tables_carry_run_counts_and_the_appendix_lists_the_runs_behind_them(smo
     text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
     assert "Runs behind each table" in text and re.search(r"core digits\.tex 6 [0-9a-f]{12}", text)
     rows = (smoke_dag / "paper/build/smoke/runs.csv").read_text().splitlines()
-    assert rows[0] == "paper,table,run_id" and len(rows) == 1 + 6
-    assert all(re.fullmatch(r"core,digits\.tex,[0-9a-f]{20}", r) for r in rows[1:])
+    assert rows[0] == "paper,table,run_id"
+    assert all(re.fullmatch(r"[a-z_]+,[a-z_0-9]+\.tex,[0-9a-f]{20}", r) for r in rows[1:])
+    assert len([r for r in rows[1:] if r.startswith("core,digits.tex,")]) == 6
 
 
 def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_path):
@@ -292,9 +297,11 @@ def test_papers_all_is_every_paper_config_in_its_order_and_a_list_keeps_its_own(
     (wd / "config/papers/zeta.yaml").write_text("title: Zeta\norder: 5\nplanner: grid\nexperiments: []\n")
     (wd / "config/papers/alpha.yaml").write_text("title: Alpha\nplanner: grid\nexperiments: []\n")  # order 50
     assert config_of(wd)["papers"] == "all"
-    assert enabled_papers({"papers": "all"}, wd / "config") == ["core", "zeta", "alpha"]
+    papers = enabled_papers({"papers": "all"}, wd / "config")  # core (order 0), zeta (5), the repository's papers
+    assert papers[:2] == ["core", "zeta"] and papers[-1] == "alpha"  # ... and alpha (no order: 50) last
+    assert set(papers) == {p.stem for p in (wd / "config/papers").glob("*.yaml")}
     assert enabled_papers({"papers": ["alpha", "core"]}, wd / "config") == ["alpha", "core"]
-    with pytest.raises(ValueError, match=r"unknown paper in `papers`.*'omega'.*Valid choices: alpha, core, zeta"):
+    with pytest.raises(ValueError, match=r"unknown paper in `papers`.*'omega'.*Valid choices: alpha, .*core, zeta"):
         enabled_papers({"papers": ["core", "omega"]}, wd / "config")
 
 
@@ -317,7 +324,7 @@ def test_an_unknown_planner_is_refused_with_the_valid_choices(tmp_path):
     paper = yaml.safe_load((wd / "config/papers/core.yaml").read_text())
     paper["planner"] = "gird"
     (wd / "config/papers/core.yaml").write_text(yaml.safe_dump(paper))
-    with pytest.raises(ValueError, match=r"unknown planner 'gird'. Did you mean 'grid'\? Valid choices: grid"):
+    with pytest.raises(ValueError, match=r"unknown planner 'gird'. Did you mean 'grid'\? Valid choices: (.*, )?grid"):
         validate_config(config_of(wd), wd / "config", SCHEMAS)
 
 
