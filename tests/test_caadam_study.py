@@ -276,7 +276,7 @@ def test_run_statistics_restored_weights_at_best_valid_and_rmse(tmp_path):
     assert row["restored.epoch"] == 2  # the initial evaluation (0.01) is not a candidate
     assert analysis.epochs_to_target(row["monitor_curve"], 0.35) == 2.0
     assert math.isnan(analysis.epochs_to_target(row["monitor_curve"], 0.1))
-    assert analysis.best_monitored(tmp_path / "r", "valid/loss") == 0.3
+    assert tuning.best_monitored(tmp_path / "r", "valid/loss") == 0.3
 
 
 # --- the section's tables on a synthetic full-scale frame ----------------------------------------------------

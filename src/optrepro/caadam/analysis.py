@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from optrepro.caadam import design
-from optrepro.caadam.tuning import best_monitored, eval_records, finite_or_nan, monitor_of  # noqa: F401
+from optrepro.caadam.tuning import eval_records, finite_or_nan, monitor_of
 from optrepro.plan import resolve_deferred, run_id
 from optrepro.report import stats
 from optrepro.report.tables import DASH
