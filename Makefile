@@ -69,8 +69,9 @@ lock: $(VENV)/bin/uv
 
 # On a GPU machine with torch preinstalled and no network: carried pure-Python wheels in .whl/ are installed
 # with --no-deps into a private target; the checks label their results with the torch and CUDA versions.
-# GPU_CHECKS picks sections (tests step nos nosproxy data; all by default, about 17 minutes at most): where a
-# command may run 10 minutes, run `make gpu-check GPU_CHECKS="tests step nosproxy"` and `... GPU_CHECKS="nos data"`.
+# GPU_CHECKS picks sections (tests step nos nosproxy data caadam; all by default, about 20 minutes at most): where a
+# command may run 10 minutes, run `make gpu-check GPU_CHECKS="tests step nosproxy"`, `... GPU_CHECKS="nos data"`
+# and `... GPU_CHECKS=caadam`.
 GPU_CHECKS ?=
 gpu-check:
 	@if ls .whl/*.whl >/dev/null 2>&1; then \

@@ -47,8 +47,9 @@ def strong(n=5, effect=0.05):
 
 # --- the CaAdam fixture -------------------------------------------------------------------------------------
 
-def caadam_row(published, cell, arm):
-    row = published[(published["cell"] == cell) & (published["arm"] == arm)]
+def caadam_row(published, cell, arm, metric=None):
+    metric = metric or ("rmse" if cell.startswith("california") else "accuracy")
+    row = published[(published["cell"] == cell) & (published["arm"] == arm) & (published["metric"] == metric)]
     assert len(row) == 1, (cell, arm)
     return row.iloc[0]
 

@@ -129,7 +129,9 @@ def test_bad_schedule_values_are_refused():
 
 # --- closed loop: Keras semantics --------------------------------------------------------------------------
 
-def drive(controller, values, key="valid/loss", start_epoch=0):
+def drive(controller, values, key="valid/loss", start_epoch=1):
+    """Feed `values` as the evaluations after training epochs start_epoch, start_epoch + 1, ... (the loop's
+    count: epoch 1 is Keras's on_epoch_end(0))."""
     trace = []
     for epoch, value in enumerate(values, start=start_epoch):
         controller.observe(epoch, {key: value, "train/loss": 0.0})
@@ -168,7 +170,7 @@ def test_early_stopping_follows_keras():
     c = schedules.build_controller("early_stopping", monitor="valid/accuracy", patience=2)
     trace = drive(c, [0.5, 0.6, 0.6, 0.55], key="valid/accuracy")
     assert [t[2] for t in trace] == [False, False, False, True]
-    assert (c.best, c.best_epoch, c.stopped_epoch) == (0.6, 1, 3)
+    assert (c.best, c.best_epoch, c.stopped_epoch) == (0.6, 2, 4)  # the loop's epochs: Keras's 1 and 3, plus 1
 
     zero = schedules.build_controller("early_stopping", patience=0)
     assert [t[2] for t in drive(zero, [1.0, 0.9, 0.9])] == [False, False, True]
@@ -176,11 +178,43 @@ def test_early_stopping_follows_keras():
     delta = schedules.build_controller("early_stopping", patience=1, min_delta=0.1)
     assert [t[2] for t in drive(delta, [1.0, 0.95])] == [False, True]  # 0.05 better is not better
 
+    # Keras 3: best starts at -inf; an improvement that does not beat the baseline keeps `wait` counting
     baseline = schedules.build_controller("early_stopping", monitor="valid/accuracy", patience=1, baseline=0.7)
-    assert [t[2] for t in drive(baseline, [0.65], key="valid/accuracy")] == [True]
+    assert [t[2] for t in drive(baseline, [0.65, 0.64], key="valid/accuracy")] == [False, True]
+    beaten = schedules.build_controller("early_stopping", monitor="valid/accuracy", patience=1, baseline=0.7)
+    assert [t[1] for t in drive(beaten, [0.65, 0.72, 0.70], key="valid/accuracy")] == [1, 0, 1]
 
     late = schedules.build_controller("early_stopping", patience=0, start_from_epoch=2)
     assert [t[2] for t in drive(late, [1.0, 2.0, 3.0, 4.0])] == [False, False, False, True]
+
+
+def test_keras_controllers_ignore_the_initial_evaluation():
+    """train.py evaluates the initial weights as epoch 0; Keras never sees them. A low initial loss must not
+    become the best, or every trained epoch would count as a bad one."""
+    stop = schedules.build_controller("early_stopping", patience=2)
+    trace = drive(stop, [0.1, 1.0, 0.9, 0.95, 0.96], start_epoch=0)
+    assert [t[2] for t in trace] == [False, False, False, False, True]
+    assert (stop.best, stop.best_epoch, stop.stopped_epoch) == (0.9, 2, 4)
+    plateau = schedules.build_controller("reduce_on_plateau", patience=1, factor=0.5)
+    assert [t[0] for t in drive(plateau, [0.1, 1.0, 0.9], start_epoch=0)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("patience, start_from_epoch, best_epoch, epochs_run", [
+    (15, 0, 20, 35),    # the ResNet callbacks: 15 epochs past the best one
+    (25, 12, 3, 38),    # California: epochs 1-12 are not monitored, so the first counted best is epoch 13
+])
+def test_early_stopping_epoch_count_is_keras_len_history(patience, start_from_epoch, best_epoch, epochs_run):
+    """The notebooks' epochs_to_converge = len(history): with the loss falling until `best_epoch` (1-based) and
+    rising after, Keras (0-based k) records its best at max(best_epoch, start_from_epoch + 1) - 1 and stops
+    `patience` epochs later; the loop's epoch count at the stop must be Keras's len(history)."""
+    c = schedules.build_controller("early_stopping", patience=patience, min_delta=1e-5,
+                                   start_from_epoch=start_from_epoch)
+    epoch = 0
+    while not c.should_stop and epoch < 1000:
+        epoch += 1
+        c.observe(epoch, {"valid/loss": abs(epoch - best_epoch) + 1.0})
+    keras_best = max(best_epoch - 1, start_from_epoch)  # the first monitored epoch is a best by definition
+    assert epoch == keras_best + patience + 1 == epochs_run
 
 
 @pytest.mark.parametrize("make,values", [

@@ -202,11 +202,11 @@ def test_first_page_shows_the_scoreboard_with_verdicts_in_words_and_totals(smoke
     page1 = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "1")
     assert re.search(r"Scoreboard .* core Adam > SGD, test accuracy digits_mlp – – – ● not assessed \(smoke\)",
                      page1), page1
-    # the scoreboard may run on to page 2 once several papers have claims; at smoke scale nothing is judged
-    start = pdf_text(smoke_dag / "paper/build/smoke/main.pdf", "-l", "3")
-    totals = re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, \d+ not testable, 0 not run, "
-                       r"(\d+) not assessed", start)
-    assert totals and int(totals.group(1)) >= 1, start
+    # the scoreboard may run over the next pages when other papers register many claims; at smoke scale every
+    # verdict says nothing: not assessed, or not testable for a claim our runs cannot test
+    text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
+    assert re.search(r"Totals: 0 replicated, 0 contradicted, 0 inconclusive, \d+ not testable, 0 not run, "
+                     r"[1-9]\d* not assessed", text), text[:3000]
 
 
 def test_pdf_metadata_names_title_scale_and_commit(smoke_dag):

@@ -172,7 +172,9 @@ def warmup_hold_cosine(warmup_steps: int, hold_steps: int) -> ScheduleFn:
 class Controller:
     """Observes metrics after each evaluation; exposes `lr_factor` and `should_stop`.
 
-    All attributes are plain ints/floats/bools/str, so `state_dict()` is the whole state."""
+    `observe(epoch, metrics)` gets the loop's epoch count: the number of training epochs completed, 0 for the
+    evaluation of the initial weights (train.py evaluates before training starts). All attributes are plain
+    ints/floats/bools/str, so `state_dict()` is the whole state."""
 
     lr_factor: float = 1.0
     should_stop: bool = False
@@ -223,7 +225,17 @@ def _resolve_mode(mode: str, monitor: str) -> str:
 
 
 class _Monitor(Controller):
-    """Shared by the Keras-style controllers: which metric, which direction, how much counts as better."""
+    """Shared by the Keras-style controllers: which metric, which direction, how much counts as better.
+
+    Keras calls on_epoch_end(k) after the k-th epoch, 0-based, and never sees the initial weights; the loop
+    calls observe(epoch) with epochs completed, 0 being the initial evaluation. So these controllers skip
+    epoch 0 and count in Keras's index k = epoch - 1 (`_keras_epoch`): patience, start_from_epoch and the
+    cut points are Keras's, epoch for epoch.
+    """
+
+    @staticmethod
+    def _keras_epoch(epoch: int) -> int:
+        return int(epoch) - 1
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
         self.monitor = str(monitor)
@@ -276,7 +288,9 @@ class ReduceOnPlateau(_Monitor):
         self.reductions = 0
 
     def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        value = self._value(metrics)
+        value = self._value(metrics)  # a missing metric fails at the initial evaluation already
+        if self._keras_epoch(epoch) < 0:
+            return
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
             self.wait = 0
@@ -296,10 +310,17 @@ class ReduceOnPlateau(_Monitor):
                      {"monitor": "valid/loss", "mode": "auto", "patience": 0, "min_delta": 0.0,
                       "baseline": None, "start_from_epoch": 0})
 class EarlyStopping(_Monitor):
-    """tf.keras.callbacks.EarlyStopping: stop once `patience` evaluations in a row brought no improvement
-    (beyond min_delta) over the best so far. patience=0 stops at the first evaluation without improvement.
-    `baseline`: the value to beat at the start (Keras: best starts at the baseline). Evaluations before
-    `start_from_epoch` are ignored. Weight restoring is the training loop's business (it keeps the best metrics).
+    """keras.callbacks.EarlyStopping (Keras 3's on_epoch_end), with Keras's epoch index k = epoch - 1:
+
+    - evaluations with k < start_from_epoch are ignored (California's start_from_epoch=12 ignores the first
+      12 trained epochs);
+    - each observed evaluation adds 1 to `wait`; an improvement over the best so far (beyond min_delta)
+      records it as best (`best_epoch`, in the loop's epoch count) and resets `wait`, unless a `baseline` is
+      given and not beaten;
+    - otherwise training stops once `wait` >= patience (and k > 0), so it runs `patience` evaluations past the
+      best one: Keras's len(history) = best epoch + patience.
+    Weight restoring is the training loop's business: result.json's at_best_valid holds the evaluation with the
+    lowest validation loss (`best_epoch` is the one Keras restores, which also honours min_delta).
     """
 
     def __init__(self, monitor, mode, patience, min_delta, baseline, start_from_epoch):
@@ -310,22 +331,22 @@ class EarlyStopping(_Monitor):
         self.patience = int(patience)
         self.start_from_epoch = int(start_from_epoch)
         self.baseline = None if baseline is None else float(baseline)
-        if self.baseline is not None:
-            self.best = self.baseline
         self.best_epoch = -1
         self.stopped_epoch = -1
 
     def observe(self, epoch: int, metrics: Mapping[str, float]) -> None:
         value = self._value(metrics)
-        if epoch < self.start_from_epoch or self.should_stop:
+        k = self._keras_epoch(epoch)
+        if k < 0 or k < self.start_from_epoch or self.should_stop:
             return
+        self.wait += 1
         if self._improved(value, self.best):
             self.best = value
             self.best_epoch = int(epoch)
-            self.wait = 0
+            if self.baseline is None or self._improved(value, self.baseline):
+                self.wait = 0
             return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if self.wait >= self.patience and k > 0:
             self.should_stop = True
             self.stopped_epoch = int(epoch)
 

@@ -15,6 +15,8 @@ _CLASSES: dict[str, str] = {
     "EpsHatAdam": "optrepro.optim.tf1:EpsHatAdam",
     "TF1Nadam": "optrepro.optim.tf1:TF1Nadam",
     "TF1RMSprop": "optrepro.optim.tf1:TF1RMSprop",
+    # Keras 3 semantics (optrepro.optim.keras): the CaAdam notebooks' baselines
+    "KerasAdamax": "optrepro.optim.keras:KerasAdamax",
     # The papers' own optimizers (optrepro.optim.{caadam,line_search,nos_expr,fuzzy})
     "CaAdam": "optrepro.optim.caadam:CaAdam",
     "SLS": "optrepro.optim.line_search:SLS",

@@ -11,14 +11,11 @@ default on torch's fused kernel where torch has one (see CaAdam's docstring for 
 for-loop/foreach path.
 `group["lr"]` stays the *base* LR, so schedulers and ReduceLROnPlateau's min_lr act on the base LR as in Keras.
 
-Strategies (c = connection count of a tensor, c~ / c_min / c_max = median / min / max over the counted tensors,
-gamma = strength), as in remigenet/CaAdam@ce14f7e caadam/{additive,multiplicative,depth}_scaling.py:
-  additive        S = 1 + gamma (c~ - c)/(c~ - c_min)  if c <= c~,   1 - gamma (c - c~)/(c_max - c~)  otherwise
-  multiplicative  S = gamma ** sigma, sigma = (c~ - c)/(c~ - c_min) if c <= c~, (c - c~)/(c_max - c~) otherwise
-                  (sigma >= 0 on both sides: the rule is not monotone in c, as in the authors' code)
-  depth           S = (1 + gamma) ** ((d_m - (1 + d)) / d_m), d = 0-based depth, d_m = number of depths
-A zero denominator (c~ == c_min or c~ == c_max, a 0/0) gives sigma = 0, i.e. S = 1, in both modes;
-the authors' code produced NaN/inf there.
+Strategies (additive, multiplicative, depth; formulas in optim/caadam_rules.py, which the planner shares
+without importing torch), as in remigenet/CaAdam@ce14f7e caadam/{additive,multiplicative,depth}_scaling.py.
+The multiplicative rule is not monotone in c (sigma >= 0 on both sides of the median), as in the authors' code.
+A zero denominator (c~ == c_min or c~ == c_max, a 0/0) gives S = 1 in both modes; the authors' code produced
+NaN/inf there.
 
 Modes (how c and d are derived from the model):
   "described"  what the paper describes, keyed by parameter identity.
@@ -55,21 +52,19 @@ torch.optim.Adam's.
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import Adam
 from torch.optim.adam import adam as adam_functional
 
 from optrepro.optim._base import closure_loss, fastest_torch_kwargs
+from optrepro.optim.caadam_rules import (DEFAULT_GAMMA, STRATEGIES, connection_factor, connection_stats,
+                                         depth_factor)
 from optrepro.registry import unknown
 
-STRATEGIES = ("additive", "multiplicative", "depth")
 MODES = ("described", "reference")
 ONE_D = ("owner", "exempt", "zero")
-DEFAULT_GAMMA = {"additive": 0.95, "multiplicative": 5.0, "depth": 1.0}
 
 
 def _check_choice(what: str, value, choices) -> None:
@@ -79,37 +74,6 @@ def _check_choice(what: str, value, choices) -> None:
 
 def _trainable_named(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-
-
-def connection_stats(counts: Iterable[float]) -> tuple[float, float, float]:
-    """(c_min, median, c_max) over the counted tensors; (1, 1, 1) when there is none (the authors' fallback)."""
-    counts = list(counts)
-    if not counts:
-        return 1.0, 1.0, 1.0
-    return float(min(counts)), float(np.median(counts)), float(max(counts))
-
-
-def _sigma(c: float, c_min: float, median: float, c_max: float) -> tuple[float, bool]:
-    """Normalised distance from the median and whether c lies at or below it. 0/0 is guarded to 0."""
-    if c <= median:
-        denom = median - c_min
-        return ((median - c) / denom if denom != 0 else 0.0), True
-    denom = c_max - median
-    return ((c - median) / denom if denom != 0 else 0.0), False
-
-
-def connection_factor(strategy: str, c: float, stats: tuple[float, float, float], gamma: float) -> float:
-    c_min, median, c_max = stats
-    sigma, below = _sigma(c, c_min, median, c_max)
-    if strategy == "additive":
-        return 1.0 + gamma * sigma if below else 1.0 - gamma * sigma
-    if strategy == "multiplicative":
-        return float(math.exp(sigma * math.log(gamma))) if gamma > 0 else (1.0 if sigma == 0 else 0.0)
-    raise ValueError(f"connection_factor: strategy {strategy!r} is not connection-based")
-
-
-def depth_factor(d: int, d_m: int, gamma: float) -> float:
-    return float((1.0 + gamma) ** ((d_m - (1 + d)) / d_m)) if d_m > 0 else 1.0
 
 
 def _restrict(named: list[tuple[str, nn.Parameter]], params) -> list[tuple[str, nn.Parameter]]:

@@ -38,9 +38,10 @@ class EpsHatAdam(torch.optim.Adam):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *,
-                 foreach=None, fused=None):
+                 foreach=None, fused=None, decoupled_weight_decay=False):
+        # decoupled_weight_decay: torch's AdamW decay (theta *= 1 - lr wd before the step), Keras 3's AdamW too
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         foreach=foreach, fused=fused)
+                         foreach=foreach, fused=fused, decoupled_weight_decay=decoupled_weight_decay)
 
     def add_param_group(self, param_group):
         super().add_param_group(param_group)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from optrepro.problems.base import Output, Problem, Split, classification_output
+from optrepro.problems.catalog_caadam import parse_hidden
 from optrepro.problems.models.keras_nets import KerasMLP, KerasResNet
 from optrepro.problems.sources import (digits_images, fixed_permutation, keras_validation_split, labels, load_source,
                                        nhwc_to_nchw, synthetic_images)
@@ -116,18 +117,6 @@ class CaAdamFashionMNIST(CaAdamResNet20):
     name: ClassVar[str] = "caadam_fmnist_resnet20"
     dataset: ClassVar[str] = "fmnist"
     num_classes: ClassVar[int] = 10
-
-
-def parse_hidden(hidden: str) -> tuple[int, ...]:
-    try:
-        units = tuple(int(u) for u in str(hidden).split(","))
-    except ValueError:
-        units = ()
-    if not units or any(u <= 0 for u in units):
-        raise ValueError(f"hidden must be comma-separated positive ints such as '64,32'; got {hidden!r}. "
-                         "The paper's: 64,32 | 128,64,32 | 128,128,64 | 256,128,64,32 | 128,128,128,128,128 | "
-                         "1024,256,64,16")
-    return units
 
 
 @dataclass

@@ -8,6 +8,21 @@ ResNet's Keras l2(1e-4) is part of the problem's loss).
 from optrepro.problems.registry import ProblemInfo, register
 
 T = "optrepro.problems.caadam:"
+
+
+def parse_hidden(hidden: str) -> tuple[int, ...]:
+    """The MLP's hidden widths from the problem argument "64,32" (torch-free: the CaAdam planner needs them)."""
+    try:
+        units = tuple(int(u) for u in str(hidden).split(","))
+    except ValueError:
+        units = ()
+    if not units or any(u <= 0 for u in units):
+        raise ValueError(f"hidden must be comma-separated positive ints such as '64,32'; got {hidden!r}. "
+                         "The paper's: 64,32 | 128,64,32 | 128,128,64 | 256,128,64,32 | 128,128,128,128,128 | "
+                         "1024,256,64,16")
+    return units
+
+
 RESNET_ARGS = {"l2": 1e-4, "validation_split": 0.2}
 SMOKE = {"batch_size": 64, "epochs": 3, "eval_every": 1, "weight_decay": 0.0, "l2_in_loss": 1e-4}
 

@@ -67,6 +67,8 @@ class Section:
     plan: str = ""
     numbers: dict[str, str] = field(default_factory=dict)
     table_runs: dict[str, list[str]] = field(default_factory=dict)
+    # register entry id -> the effect of its ablation, in words (filled by the notebook from its results)
+    ambiguity_effects: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, paper: str, scale: str, manifests: Iterable[str | Path], out_dir: Path | str,
@@ -141,7 +143,7 @@ class Section:
         if self.ambiguity:
             register = tables.ambiguity_table(self.ambiguity, self.scale,
                                               caption=f"Ambiguity register: {self.paper}.",
-                                              label=f"tab:{self.paper}-ambiguity")
+                                              label=f"tab:{self.paper}-ambiguity", effects=self.ambiguity_effects)
         else:
             register = "\\emph{No ambiguity recorded for this paper.}\n"
         self.write_table("ambiguity.tex", register)
