@@ -314,3 +314,24 @@ def test_custom_fuzzy_system():
                       rules={"lr": DEFAULT_LR_RULES})
     with pytest.raises(ValueError, match="log10_lr"):
         FuzzySecondOrder(model.parameters(), total_steps=10, fuzzy_system=bad)
+
+
+def test_diagonal_accuracy_table_measures_the_optimizers_probe():
+    from optrepro.optim.diag_accuracy import diagonal_accuracy, fd_estimates, spd_quadratic
+
+    hessian = spd_quadratic(60, 100.0, seed=1)
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    assert torch.allclose(hessian, hessian.T) and float(eigenvalues.max() / eigenvalues.min()) == pytest.approx(100.0)
+    # the literal reading is the row sums (fp32 finite difference of an exact quadratic: rounding only)
+    ones = fd_estimates(hessian, "ones", 1)[0]
+    assert torch.allclose(ones, hessian.sum(1), rtol=1e-3, atol=1e-2)
+    rows = {(r["reading"], r["probes"]): r for r in diagonal_accuracy(dims=(60,), conditions=(100.0,),
+                                                                      probes=(1, 100), seed=1)}
+    diag = torch.diagonal(hessian)
+    literal = float((hessian.sum(1) - diag).norm() / diag.norm())
+    assert rows[("ones", 1)]["relative_error"] == pytest.approx(literal, rel=1e-3)
+    # the unbiased reading converges as probes are averaged; the literal one has nothing to average
+    assert rows[("rademacher", 100)]["relative_error"] < 0.5 * rows[("rademacher", 1)]["relative_error"]
+    assert rows[("rademacher", 100)]["relative_error"] < 0.5 * rows[("ones", 1)]["relative_error"]
+    assert rows[("hutchinson", 100)]["relative_error"] < 0.5 * rows[("hutchinson", 1)]["relative_error"]
+    assert rows[("rademacher", 100)]["negative_fraction"] <= rows[("ones", 1)]["negative_fraction"]
