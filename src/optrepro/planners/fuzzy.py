@@ -103,7 +103,7 @@ def fuzzy_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping
                       batch_size=protocol.get("batch_size", defaults["batch_size"]),
                       eval_every=protocol.get("eval_every", defaults.get("eval_every", 1)),
                       precision=protocol.get("precision", "fp32"), problem_args=protocol.get("problem_args"))
-        base_tags = {"experiment": protocol["name"], "role_of_problem": protocol.get("role", "main")}
+        base_tags = {"experiment": protocol["name"]}
         tuned = [(label, "arm") for label in protocol["arms"]] + \
                 [(label, "control") for label in protocol.get("controls", [])]
         for label, role in tuned:
