@@ -102,7 +102,8 @@ def fuzzy_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping
                       epochs=protocol.get("epochs", defaults["epochs"]),
                       batch_size=protocol.get("batch_size", defaults["batch_size"]),
                       eval_every=protocol.get("eval_every", defaults.get("eval_every", 1)),
-                      precision=protocol.get("precision", "fp32"), problem_args=protocol.get("problem_args"))
+                      precision=protocol.get("precision", "fp32"),
+                      problem_args=problems.registry.resolve_args(problem, protocol.get("problem_args") or {}))
         base_tags = {"experiment": protocol["name"]}
         tuned = [(label, "arm") for label in protocol["arms"]] + \
                 [(label, "control") for label in protocol.get("controls", [])]
