@@ -2,8 +2,9 @@
 
 Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
 1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm:
-benchmarks/RESULTS.md), the NOS search proxy's training step with the genome step eager and compiled, and the
-data pipeline benchmark when it exists; `python benchmarks/gpu_check.py tests
+benchmarks/RESULTS.md), the NOS search proxy's training step with the genome step eager and compiled, the
+data pipeline benchmark when it exists, and the fuzzy method's whole training step against AdamW on
+EfficientNet-B3 (benchmarks/fuzzy_step_time.py); `python benchmarks/gpu_check.py tests
 step` runs a subset, for machines that limit a command's time. Writes
 benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions found,
 and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
@@ -33,7 +34,7 @@ def run(title: str, cmd: list[str], timeout: int) -> str:
     return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
 
 
-SECTIONS = ("tests", "step", "nos", "nosproxy", "data")
+SECTIONS = ("tests", "step", "nos", "nosproxy", "data", "fuzzy")
 NOS_NAMES = [f"nos_opt{i}" for i in range(1, 11)] + [f"nos_a{i}" for i in range(1, 6)]
 
 
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
                             [py, "benchmarks/nos_proxy_step.py", "--device", "cuda"], 240))
     if "data" in wanted and (ROOT / "benchmarks" / "data_pipeline.py").exists():
         sections.append(run("Input pipeline throughput", [py, "benchmarks/data_pipeline.py", "--device", "cuda"], 90))
+    if "fuzzy" in wanted:  # the fuzzy section's device check: a whole step vs AdamW on EfficientNet-B3, batch 64
+        sections.append(run("Fuzzy method vs AdamW: whole training step, EfficientNet-B3 at batch 64",
+                            [py, "benchmarks/fuzzy_step_time.py", "--device", "cuda"], 240))
     report = "\n".join(sections)
     suffix = "" if set(wanted) == set(SECTIONS) else "-" + "-".join(wanted)
     out = ROOT / "benchmarks" / "gpu" / f"{label}{suffix}.md"
