@@ -90,6 +90,13 @@ def test_selection_and_the_ablations_resolve_from_the_fuzzy_winner():
     ]
     winners = select_winners(candidates, higher_is_better=True)
     assert winners["fuzzy"]["trial"] == 1 and winners["adam"]["trial"] == 1  # a diverged trial never wins
+    # with two tuning seeds a trial is judged by its mean, and one diverged seed disqualifies it
+    second_seed = [{**candidates[0], "value": 0.55}, {**candidates[1], "value": 0.44},
+                   {**candidates[4], "value": math.nan, "status": "diverged"}, {**candidates[3], "value": 0.2,
+                                                                                "status": "ok"}]
+    winners = select_winners(candidates + second_seed, higher_is_better=True)
+    assert winners["fuzzy"]["trial"] == 0 and winners["fuzzy"]["value"] == pytest.approx(0.475)
+    assert winners["adam"]["all_diverged"]
     planned = fuzzy_planner(config(), "full", {"results_dir": "results"})
     ablation = next(e for e in planned if hasattr(e, "template") and e.tags["arm"] == "fuzzy_rademacher")
     base = fuzzy_planner(config(), "full", {"results_dir": "results"})

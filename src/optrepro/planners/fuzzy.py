@@ -169,14 +169,23 @@ def tuning_candidates(manifests, split: str, metric: str) -> list[dict]:
 
 
 def select_winners(candidates: list[dict], higher_is_better: bool) -> dict[str, dict]:
+    """Per arm, the trial with the best value (the mean over its tuning seeds; NaN, never a winner, when one of its
+    runs diverged or failed); ties go to the lower trial (optrepro.tune.select)."""
     from optrepro.tune import select
 
-    by_arm: dict[str, list[dict]] = {}
+    trials: dict[tuple[str, int], list[dict]] = {}
     for c in candidates:
-        by_arm.setdefault(c["arm"], []).append(c)
+        trials.setdefault((c["arm"], c["sample"]), []).append(c)
+    by_arm: dict[str, list[dict]] = {}
+    for (arm, sample), runs in sorted(trials.items()):
+        values = [r["value"] for r in runs]
+        by_arm.setdefault(arm, []).append({
+            "sample": sample, "hparams": runs[0]["hparams"], "run_id": runs[0].get("run_id"),
+            "value": sum(values) / len(values),  # NaN if any is NaN
+            "status": "ok" if all(r["status"] == "ok" for r in runs) else "diverged"})
     winners = {}
-    for arm, runs in sorted(by_arm.items()):
-        best = select(runs, higher_is_better)
+    for arm, cells in sorted(by_arm.items()):
+        best = select(cells, higher_is_better)
         winners[arm] = {**{k: v for k, v in best.items() if k != "sample"}, "trial": best["sample"]}
     return winners
 
