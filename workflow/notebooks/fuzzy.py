@@ -74,6 +74,9 @@ section.number("tune-runs", len(tune), "{:d}")
 section.number("final-runs", len(final), "{:d}")
 section.number("final-seeds", len(config["seeds"]["final"]), "{:d}")
 section.number("trials", len(next(iter(config["arms"].values()))["trials"]), "{:d}")
+section.number("fuzzy-every", config["arms"]["fuzzy"]["hparams"].get("fuzzy_every",
+                                                                 optim.info("fuzzy_second_order").defaults["fuzzy_every"]),
+               "{:d}")
 section.number("diverged", int((runs["status"] == "diverged").sum()) if len(runs) else 0, "{:d}")
 
 # %% [markdown]
@@ -329,7 +332,7 @@ from optrepro.optim.diag_accuracy import diagonal_accuracy  # noqa: E402 (import
 diag = pd.DataFrame(diagonal_accuracy(dims=(100, 1000), conditions=(10.0, 1e4), probes=(1, 10, 100)))
 READING_NAMES = {"ones": "ones (literal), FD", "rademacher": "rademacher (unbiased), FD",
                  "hutchinson": "Hutchinson, exact HVP"}
-table = pd.DataFrame({"n": diag["dimension"], "condition": [f"{c:.0e}" for c in diag["condition"]],
+table = pd.DataFrame({"n": diag["dimension"], "condition": [f"1e{round(math.log10(c))}" for c in diag["condition"]],
                       "reading": diag["reading"].map(READING_NAMES), "probes": diag["probes"],
                       "rel. error": diag["relative_error"], "negative (%)": 100 * diag["negative_fraction"],
                       "median entry error": diag["median_entry_error"]})
