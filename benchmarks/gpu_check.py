@@ -3,7 +3,8 @@
 Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
 1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm:
 benchmarks/RESULTS.md), the NOS search proxy's training step with the genome step eager and compiled, the
-data pipeline benchmark when it exists and CaAdam's ResNet-20 seconds per epoch (benchmarks/caadam_epoch.py);
+data pipeline benchmark when it exists, CaAdam's ResNet-20 seconds per epoch (benchmarks/caadam_epoch.py) and
+the fuzzy method's whole training step against AdamW on EfficientNet-B3 (benchmarks/fuzzy_step_time.py);
 `python benchmarks/gpu_check.py tests
 step` runs a subset, for machines that limit a command's time. Writes
 benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions found,
@@ -34,7 +35,7 @@ def run(title: str, cmd: list[str], timeout: int) -> str:
     return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
 
 
-SECTIONS = ("tests", "step", "nos", "nosproxy", "data", "caadam")
+SECTIONS = ("tests", "step", "nos", "nosproxy", "data", "caadam", "fuzzy")
 NOS_NAMES = [f"nos_opt{i}" for i in range(1, 11)] + [f"nos_a{i}" for i in range(1, 6)]
 
 
@@ -69,6 +70,9 @@ def main(argv=None) -> int:
     if "caadam" in wanted:
         sections.append(run("CaAdam ResNet-20 seconds per epoch on CUDA", [py, "benchmarks/caadam_epoch.py",
                                                                         "--device", "cuda"], 300))
+    if "fuzzy" in wanted:  # the fuzzy section's device check: a whole step vs AdamW on EfficientNet-B3, batch 64
+        sections.append(run("Fuzzy method vs AdamW: whole training step, EfficientNet-B3 at batch 64",
+                            [py, "benchmarks/fuzzy_step_time.py", "--device", "cuda"], 240))
     report = "\n".join(sections)
     suffix = "" if set(wanted) == set(SECTIONS) else "-" + "-".join(wanted)
     out = ROOT / "benchmarks" / "gpu" / f"{label}{suffix}.md"

@@ -6,9 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from optrepro import optim
 from optrepro.optim.fuzzy import FuzzySecondOrder
+from optrepro.optim.fuzzy_controller import (DEFAULT_BETA3_RULES, DEFAULT_LR_RULES, RULE_BASES, FuzzySystem,
+                                             rule_system)
 from optrepro.train import _autocast
-from optrepro.optim.fuzzy_controller import DEFAULT_BETA3_RULES, DEFAULT_LR_RULES, FuzzySystem, default_system
 
 
 def quadratic(n=30, seed=0):
@@ -49,10 +51,13 @@ def test_rademacher_estimate_is_unbiased():
     assert error < 0.1 < single  # the average converges, one probe does not
 
 
-def test_controller_matches_scikit_fuzzy():
+@pytest.mark.parametrize("rule_base", sorted(RULE_BASES))
+def test_controller_matches_scikit_fuzzy(rule_base):
+    """Every registered rule base, on its registry universes, against scikit-fuzzy's Mamdani system (min AND,
+    min implication, max aggregation, centroid on the same 101-point universes)."""
     skfuzzy = pytest.importorskip("skfuzzy")
     from skfuzzy import control as ctrl
-    ours = default_system()
+    ours = rule_system(rule_base)
     terms = ("low", "mid", "high")
 
     def variable(kind, name, lo, hi):
@@ -64,16 +69,84 @@ def test_controller_matches_scikit_fuzzy():
         return var
     x1, x2 = variable(ctrl.Antecedent, "x1", -1, 1), variable(ctrl.Antecedent, "x2", 0, 1)
     lr, b3 = variable(ctrl.Consequent, "lr", -4, -2), variable(ctrl.Consequent, "b3", 0.5, 0.999)
+    tables = RULE_BASES[rule_base]
     rules = [ctrl.Rule(x1[terms[i]] & x2[terms[j]], out[terms[table[i][j]]])
-             for i in range(3) for j in range(3) for out, table in ((lr, DEFAULT_LR_RULES), (b3, DEFAULT_BETA3_RULES))]
+             for i in range(3) for j in range(3) for out, table in ((lr, tables["log10_lr"]), (b3, tables["beta3"]))]
     sim = ctrl.ControlSystemSimulation(ctrl.ControlSystem(rules))
     rng = np.random.default_rng(0)
+    outputs = []
     for a, b in zip(rng.uniform(-0.95, 0.95, 40), rng.uniform(0.02, 0.98, 40)):
         sim.input["x1"], sim.input["x2"] = a, b
         sim.compute()
         out = ours(a, b)
         assert abs(out["log10_lr"] - sim.output["lr"]) <= 0.01 * 2  # within 1 % of the universe
         assert abs(out["beta3"] - sim.output["b3"]) <= 0.01 * 0.499
+        outputs.append(out["log10_lr"])
+    assert np.ptp(outputs) > 0.3  # the grid exercises the rules: the lr moves across its universe
+
+
+def test_rule_bases_differ_and_are_checked():
+    # the alternatives are a sensitivity test: each ignores one input, the default uses both
+    grid = [(x1, x2) for x1 in (-0.8, 0.0, 0.8) for x2 in (0.1, 0.5, 0.9)]
+    lr = {name: [rule_system(name)(*x)["log10_lr"] for x in grid] for name in RULE_BASES}
+    assert len({tuple(np.round(v, 6)) for v in lr.values()}) == len(RULE_BASES)
+    loss_only = rule_system("loss_only")
+    assert loss_only(0.8, 0.1) == loss_only(0.8, 0.9)  # x2 ignored
+    progress_only = rule_system("progress_only")
+    assert progress_only(-0.8, 0.3) == progress_only(0.8, 0.3)  # x1 ignored
+    with pytest.raises(ValueError, match="Valid choices: default, loss_only, progress_only"):
+        rule_system("aggressive")
+    with pytest.raises(ValueError, match="rule_base"):
+        FuzzySecondOrder([nn.Parameter(torch.zeros(2))], total_steps=10, rule_base="aggressive")
+
+
+def test_rule_base_reaches_the_controller():
+    trajectories = {}
+    for name in RULE_BASES:
+        model, closure = mlp_closure()
+        opt = optim.build("fuzzy_second_order", model, total_steps=30, fuzzy_every=3, rule_base=name)
+        lrs = []
+        for _ in range(30):
+            opt.step(closure)
+            lrs.append(opt.internals()["lr"])
+        trajectories[name] = lrs
+    assert len({tuple(v) for v in trajectories.values()}) == len(RULE_BASES)
+
+
+def test_internals_are_the_controllers_outputs_when_it_runs():
+    model, closure = mlp_closure()
+    opt = optim.build("fuzzy_second_order", model, total_steps=20, fuzzy_every=4)
+    opt.step(closure)
+    first = opt.internals()
+    assert set(first) == {"lr", "beta3", "loss_ema", "fuzzy_calls", "controller_step", "clamped_fraction"}
+    assert first["fuzzy_calls"] == 0 and first["controller_step"] == 0
+    for _ in range(8):
+        opt.step(closure)
+    s = opt.internals()
+    assert s["fuzzy_calls"] == 2 and s["controller_step"] == 8
+    assert s["lr"] == opt.param_groups[0]["lr"] and s["beta3"] == opt.param_groups[0]["beta3"]
+    # without the controller: only the curvature clamp, and the group's lr is the step size
+    model, closure = mlp_closure()
+    fd = optim.build("fd_second_order", model)
+    fd.step(closure)
+    assert set(fd.internals()) == {"clamped_fraction"}
+    with pytest.raises(ValueError, match="fuzzy_every"):
+        optim.build("fd_second_order", model, fuzzy_every=10)  # the controller's knobs are not its own
+    with pytest.raises(ValueError, match="'fuzzy'"):
+        optim.build("fuzzy_second_order", model, fuzzy=False)  # the declaration holds for every spec
+
+
+def test_clamped_fraction_counts_the_denominators_below_eps():
+    w = nn.Parameter(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    curvature = torch.tensor([1.0, 1e-6, 2.0, -1e-7], dtype=torch.float64)  # two below eps_curv = 1e-4
+
+    def closure(backward=True):
+        w.grad = None
+        with torch.enable_grad():
+            (0.5 * (curvature * w * w).sum()).backward()
+    opt = FuzzySecondOrder([w], fuzzy=False, fd_mode="ones", beta3=0.5)
+    opt.step(closure)
+    assert opt.internals()["clamped_fraction"] == 0.5
 
 
 def test_optimizer_descends_and_round_trips():
@@ -233,9 +306,32 @@ def test_custom_fuzzy_system():
     for _ in range(2):
         opt.step(closure)
     assert opt.internals()["lr"] == pytest.approx(2e-3)  # the default system would not choose the top term here
+    with pytest.raises(ValueError, match="not both"):
+        FuzzySecondOrder(model.parameters(), total_steps=10, fuzzy_system=always_high, rule_base="loss_only")
     default = FuzzySecondOrder(model.parameters(), lr=1e-3, total_steps=100, fuzzy_every=2, max_lr_ratio=2.0)
     assert default.controller is not always_high
     bad = FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)), output_ranges={"lr": (0.0, 1.0)},
                       rules={"lr": DEFAULT_LR_RULES})
     with pytest.raises(ValueError, match="log10_lr"):
         FuzzySecondOrder(model.parameters(), total_steps=10, fuzzy_system=bad)
+
+
+def test_diagonal_accuracy_table_measures_the_optimizers_probe():
+    from optrepro.optim.diag_accuracy import diagonal_accuracy, fd_estimates, spd_quadratic
+
+    hessian = spd_quadratic(60, 100.0, seed=1)
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    assert torch.allclose(hessian, hessian.T) and float(eigenvalues.max() / eigenvalues.min()) == pytest.approx(100.0)
+    # the literal reading is the row sums (fp32 finite difference of an exact quadratic: rounding only)
+    ones = fd_estimates(hessian, "ones", 1)[0]
+    assert torch.allclose(ones, hessian.sum(1), rtol=1e-3, atol=1e-2)
+    rows = {(r["reading"], r["probes"]): r for r in diagonal_accuracy(dims=(60,), conditions=(100.0,),
+                                                                      probes=(1, 100), seed=1)}
+    diag = torch.diagonal(hessian)
+    literal = float((hessian.sum(1) - diag).norm() / diag.norm())
+    assert rows[("ones", 1)]["relative_error"] == pytest.approx(literal, rel=1e-3)
+    # the unbiased reading converges as probes are averaged; the literal one has nothing to average
+    assert rows[("rademacher", 100)]["relative_error"] < 0.5 * rows[("rademacher", 1)]["relative_error"]
+    assert rows[("rademacher", 100)]["relative_error"] < 0.5 * rows[("ones", 1)]["relative_error"]
+    assert rows[("hutchinson", 100)]["relative_error"] < 0.5 * rows[("hutchinson", 1)]["relative_error"]
+    assert rows[("rademacher", 100)]["negative_fraction"] <= rows[("ones", 1)]["negative_fraction"]

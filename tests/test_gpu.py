@@ -42,13 +42,13 @@ def test_bf16_mixed_precision_runs(tmp_path):
 
 
 def _closure(model, x, y):
-    def closure(backward=True):
+    def closure(backward=True, create_graph=False):  # create_graph: AdaHessian's Hessian-vector product
         with torch.enable_grad() if backward else torch.no_grad():
             loss = nn.functional.mse_loss(model(x), y)
             if backward:
-                for p in model.parameters():
-                    p.grad = None
-                loss.backward()
+                params = list(model.parameters())
+                for p, g in zip(params, torch.autograd.grad(loss, params, create_graph=create_graph)):
+                    p.grad = g
         return loss.detach()
     return closure
 

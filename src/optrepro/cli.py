@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     from optrepro import paper, tune, workflow
     from optrepro.data import commands as data_commands
     from optrepro.nos import stages as nos_stages
+    from optrepro.planners import fuzzy as fuzzy_planner
 
-    for module in (workflow, paper, tune, data_commands, nos_stages):
+    for module in (workflow, paper, tune, data_commands, nos_stages, fuzzy_planner):
         module.add_commands(sub)
     return parser
 

@@ -25,6 +25,8 @@ _CLASSES: dict[str, str] = {
     "ALSALS": "optrepro.optim.line_search:ALSALS",
     "NOSExpression": "optrepro.optim.nos_expr:NOSExpression",
     "FuzzySecondOrder": "optrepro.optim.fuzzy:FuzzySecondOrder",
+    # prior art of the fuzzy section (optrepro.optim.adahessian)
+    "AdaHessian": "optrepro.optim.adahessian:AdaHessian",
 }
 
 __all__ = ["OptimizerInfo", "available", "build", "info", "register", "resolve_hparams", *_CLASSES]

@@ -1,5 +1,5 @@
-"""Registry entries for the papers' own optimizers: CaAdam, the line searches, the NOS expression optimizers
-(torch-free metadata). Authors' code: remigenet/CaAdam@ce14f7e, OUStudent/NeuralOptimizerSearch@005dfce,
+"""Registry entries for the papers' own optimizers: CaAdam, the line searches, the NOS expression optimizers,
+the fuzzy second-order method and its prior art AdaHessian (torch-free metadata). Authors' code: remigenet/CaAdam@ce14f7e, OUStudent/NeuralOptimizerSearch@005dfce,
 TheMody/Improving-Line-Search-Methods-for-Large-Scale-Neural-Network-Training@14be82a."""
 from optrepro.nos.space import final_genome, genome_to_json
 from optrepro.optim.registry import OptimizerInfo, register
@@ -103,12 +103,16 @@ register(OptimizerInfo(
                 "settings by default; total_steps is needed when decays or cyclical momentum are on"))
 
 # ---- fuzzy second-order method (arXiv 2403.15416): every open choice is a named argument (our defaults) ----
+# Two entries, one class (optim/fuzzy.py): with the controller, which owns the step size, and without it (the
+# same finite-difference optimizer, whose lr a schedule drives: the control "tuned warmup + cosine instead of
+# the controller"). The controller's hyperparameters belong to the first only, so each declaration is true for
+# every spec that can name it.
+_FD_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,
+                "eps_curv": 1e-4, "weight_decay": 0.0, "seed": 0, "clip_rho": None, "relative_step": False}
 register(OptimizerInfo(
-    name="fuzzy_second_order", target="optrepro.optim.fuzzy:FuzzySecondOrder",
-    defaults={"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,
-              "eps_curv": 1e-4, "weight_decay": 0.0, "fuzzy": True, "fuzzy_every": 100, "total_steps": None,
-              "lr_min": 1e-4, "lr_max": 1e-2, "beta3_min": 0.5, "beta3_max": 0.999, "max_lr_ratio": 2.0,
-              "loss_ema": 0.9, "seed": 0, "clip_rho": None, "relative_step": False},
+    name="fuzzy_second_order", target="optrepro.optim.fuzzy:fuzzy_second_order",
+    defaults={**_FD_DEFAULTS, "fuzzy_every": 100, "total_steps": None, "lr_min": 1e-4, "lr_max": 1e-2,
+              "beta3_min": 0.5, "beta3_max": 0.999, "max_lr_ratio": 2.0, "loss_ema": 0.9, "rule_base": "default"},
     search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-1},
                               "lr_min": {**_LR, "low": 1e-5, "high": 1e-3},
                               "lr_max": {**_LR, "low": 1e-3, "high": 1e-1}}},
@@ -117,4 +121,23 @@ register(OptimizerInfo(
     closure="loss", lr_schedule="refused", run_length_hparams=("total_steps",), trial_batchnorm="frozen",
     param_groups="one", internals=True, paper="fuzzy",
     description="finite-difference diagonal Hessian + Newton-like update + fuzzy lr/beta3 controller "
-                "(illustrative rule base: the paper's could not be read); needs total_steps when fuzzy=True"))
+                "(illustrative rule bases: the paper's could not be read); `lr` is the step size until the "
+                "controller's first call"))
+register(OptimizerInfo(
+    name="fd_second_order", target="optrepro.optim.fuzzy:fd_second_order",
+    defaults=dict(_FD_DEFAULTS),
+    search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-1}}},
+    closure="loss", lr_schedule="group_lr", trial_batchnorm="frozen", param_groups="one", internals=True,
+    paper="fuzzy",
+    description="the fuzzy method's finite-difference optimizer without the controller: step size group['lr'] "
+                "(an outer schedule drives it), beta3 fixed"))
+# AdaHessian (arXiv 2006.00719): the Hutchinson diagonal through a Hessian-vector product, the fuzzy method's
+# closest prior art; defaults of the authors' code (amirgholami/adahessian image_classification/optim_adahessian.py)
+register(OptimizerInfo(
+    name="adahessian", target="optrepro.optim.adahessian:AdaHessian",
+    defaults={"lr": 0.15, "beta1": 0.9, "beta2": 0.999, "eps": 1e-4, "weight_decay": 0.0, "hessian_power": 1.0,
+              "seed": 0},
+    search_space={"default": {"lr": {**_LR, "low": 1e-3, "high": 1.0}}},
+    closure="hvp", paper="fuzzy",
+    description="AdaHessian (Yao et al. 2021): Adam with the squared Hutchinson Hessian diagonal, spatially "
+                "averaged over convolution kernels; needs create_graph (closure='hvp')"))

@@ -14,12 +14,15 @@ with our default:
   denom       max(|h_hat|, eps_curv), eps_curv = 1e-4
   EMAs        m <- b1 m + (1-b1) g ; h <- b3 h + (1-b3) hd ; bias correction by running products (b3 varies)
   lr, beta3   from the fuzzy controller every `fuzzy_every` steps (x1 = relative change of the EMA loss,
-              x2 = t / total_steps); the output change is capped by `max_lr_ratio` per call. `fuzzy_system`
-              swaps in another rule base (a FuzzySystem with outputs log10_lr and beta3).
+              x2 = t / total_steps); the output change is capped by `max_lr_ratio` per call; `lr` is the step
+              size until the first call. `rule_base` names the rules (fuzzy_controller.RULE_BASES);
+              `fuzzy_system` swaps in any other system (a FuzzySystem with outputs log10_lr and beta3).
               With fuzzy=True the controller owns the lr: it is written into the group's "lr" after each
               step, and an lr the caller puts there (an outer schedule) is not used; the registry declares
               lr_schedule="refused", so a spec with an outer schedule is refused at plan time (ambiguity
-              register fuzzy-lr-schedule).
+              register fuzzy-lr-schedule). fuzzy=False is the same finite-difference optimizer without the
+              controller: its step size is group["lr"], which a schedule drives (registry entry
+              `fd_second_order`, built by the factory of that name).
   clip_rho    None; a number clips m_hat / denom to +-clip_rho per coordinate (Sophia-style, ablation only)
   relative_step  False; True uses r_i = r * max(|w_i|, 1e-3) per weight
 Both gradients of a probe step (g(w) and g(w + r v)) run with autocast disabled and TF32 off, so their
@@ -38,7 +41,7 @@ from torch.optim import Optimizer
 
 from optrepro.closure import optimizer_closure
 from optrepro.optim._base import OneParamGroup, full_precision
-from optrepro.optim.fuzzy_controller import FuzzySystem, default_system
+from optrepro.optim.fuzzy_controller import FuzzySystem, rule_system
 from optrepro.registry import unknown
 
 FD_MODES = ("ones", "rademacher", "update")
@@ -54,7 +57,7 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
                  fuzzy: bool = True, fuzzy_every: int = 100, total_steps: int | None = None,
                  lr_min: float = 1e-4, lr_max: float = 1e-2, beta3_min: float = 0.5, beta3_max: float = 0.999,
                  max_lr_ratio: float = 2.0, loss_ema: float = 0.9, seed: int = 0, clip_rho: float | None = None,
-                 relative_step: bool = False, fuzzy_system: FuzzySystem | None = None):
+                 relative_step: bool = False, rule_base: str = "default", fuzzy_system: FuzzySystem | None = None):
         if fd_mode not in FD_MODES:
             raise unknown("fd_mode", fd_mode, FD_MODES)
         if r <= 0 or hess_every < 1 or eps_curv <= 0 or fuzzy_every < 1:
@@ -66,26 +69,50 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
                 and set(fuzzy_system.output_ranges) != set(CONTROLLER_OUTPUTS):
             raise ValueError(f"fuzzy_system must have outputs {', '.join(CONTROLLER_OUTPUTS)} "
                              f"(got {', '.join(fuzzy_system.output_ranges)})")
+        if fuzzy_system is not None and rule_base != "default":
+            raise ValueError(f"give a rule_base name or a fuzzy_system, not both (got rule_base={rule_base!r})")
         if fuzzy and (total_steps is None or total_steps < 1):
             raise ValueError(f"the fuzzy controller needs total_steps (its input t/T); got {total_steps!r}")
         defaults = dict(lr=lr, beta1=beta1, beta3=beta3, r=r, fd_mode=fd_mode, hess_every=hess_every,
                         eps_curv=eps_curv, weight_decay=weight_decay, fuzzy=fuzzy, fuzzy_every=fuzzy_every,
                         total_steps=total_steps, lr_min=lr_min, lr_max=lr_max, beta3_min=beta3_min,
                         beta3_max=beta3_max, max_lr_ratio=max_lr_ratio, loss_ema=loss_ema, seed=seed,
-                        clip_rho=clip_rho, relative_step=relative_step)
+                        clip_rho=clip_rho, relative_step=relative_step, rule_base=rule_base)
         super().__init__(params, defaults)
-        # the system is code/data, not a hyperparameter: it stays out of param_groups and the state_dict
-        self.controller = fuzzy_system if fuzzy_system is not None else default_system(lr_min, lr_max, beta3_min,
-                                                                                         beta3_max)
+        # the system is built from hyperparameters (rule_base and the universes), or given as code/data; it is
+        # not state: it stays out of the state_dict. The names are checked even when fuzzy=False.
+        system = rule_system(rule_base, lr_min, lr_max, beta3_min, beta3_max)
+        self.controller = fuzzy_system if fuzzy_system is not None else system
         # global scalars (go through state_dict): step, bias-correction products, controller state.
-        # loss_ema and clamped_fraction become device tensors after the first step: reading them needs a sync,
-        # so only the controller (every fuzzy_every steps) and internals() do.
+        # loss_ema becomes a device tensor after the first step: reading it needs a sync, so only the
+        # controller (every fuzzy_every steps) and internals() do.
         self.state["fuzzy"] = {"step": 0, "prod_beta1": 1.0, "prod_beta3": 1.0, "loss_ema": float("nan"),
                                "loss_ema_prev": float("nan"), "lr": float(lr), "beta3": float(beta3),
-                               "clamped_fraction": 0.0, "fuzzy_calls": 0}
+                               "fuzzy_calls": 0, "controller_step": 0}
 
     def internals(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.state["fuzzy"].items()}
+        """What the training loop logs at its log points (a host read: never called inside a step).
+
+        clamped_fraction: the share of coordinates whose curvature denominator |h_hat| was below eps_curv at
+        the last step (recomputed here from the state, so the step does no extra work for it). With the
+        controller on, also its outputs in force (lr, beta3), the step of its last call (controller_step, 0
+        before the first), its number of calls and the loss EMA it reads."""
+        s = self.state["fuzzy"]
+        group = self.param_groups[0]
+        out = {"clamped_fraction": self._clamped_fraction()}
+        if group["fuzzy"]:
+            out.update({k: float(s[k]) for k in ("lr", "beta3", "loss_ema", "fuzzy_calls", "controller_step")})
+        return out
+
+    @torch.no_grad()
+    def _clamped_fraction(self) -> float:
+        s, group = self.state["fuzzy"], self.param_groups[0]
+        h = [self.state[p]["exp_avg_curv"] for p in group["params"] if "exp_avg_curv" in self.state[p]]
+        if not h or s["prod_beta3"] >= 1:
+            return 1.0 if h else 0.0  # before the first probe every denominator is eps_curv
+        threshold = group["eps_curv"] * (1 - s["prod_beta3"])  # |h / (1 - P3)| < eps  <=>  |h| < eps (1 - P3)
+        clamped = torch.stack([(x.abs() < threshold).sum().to(h[0].device) for x in h]).sum()
+        return int(clamped) / sum(x.numel() for x in h)  # one host read
 
     def _direction(self, params, seed_step: int) -> list[torch.Tensor]:
         mode = self.param_groups[0]["fd_mode"]
@@ -150,7 +177,7 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
             s["loss_ema"] = loss if math.isnan(ema) else rho * ema + (1 - rho) * loss
         else:  # a nan EMA (diverged) restarts from the current loss, as a Python nan did
             s["loss_ema"] = torch.where(torch.isnan(ema), loss, rho * ema.to(loss.device) + (1 - rho) * loss)
-        if not group["fuzzy"] or s["step"] % group["fuzzy_every"] != 0:
+        if s["step"] % group["fuzzy_every"] != 0:
             return
         loss_ema = float(s["loss_ema"])  # the one sync, every fuzzy_every steps
         prev = s["loss_ema_prev"]
@@ -162,6 +189,7 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
         s["beta3"] = out["beta3"]
         s["loss_ema_prev"] = loss_ema
         s["fuzzy_calls"] += 1
+        s["controller_step"] = s["step"]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -200,13 +228,7 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
         m_hat = torch._foreach_div(m, 1 - s["prod_beta1"])
         denom = torch._foreach_div(h, 1 - s["prod_beta3"]) if s["prod_beta3"] < 1 else [torch.zeros_like(x) for x in h]
         torch._foreach_abs_(denom)
-        eps = group["eps_curv"]
-        if denom:  # counted on the device: read (a sync) only when internals() is called
-            clamped = torch.stack([(d < eps).sum().to(denom[0].device) for d in denom]).sum()
-            s["clamped_fraction"] = clamped.double() / sum(d.numel() for d in denom)
-        else:
-            s["clamped_fraction"] = 0.0
-        torch._foreach_clamp_min_(denom, eps)
+        torch._foreach_clamp_min_(denom, group["eps_curv"])
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
         update = torch._foreach_div(m_hat, denom)
@@ -217,11 +239,23 @@ class FuzzySecondOrder(OneParamGroup, Optimizer):
             for p, u in zip(params, update):
                 self.state[p]["last_update"] = u
         torch._foreach_add_(params, update, alpha=-lr)
-        self._fuzzy_update(loss)
         if group["fuzzy"]:
+            self._fuzzy_update(loss)
             # the controller's (lr, beta3) go into the param_groups (our choice), so whoever reads them
             # sees the values the next step uses. The update reads s["lr"], not group["lr"]: a training loop
             # overwrites group["lr"] with its schedule before every step (register fuzzy-lr-schedule).
             for g in self.param_groups:
                 g["lr"], g["beta3"] = s["lr"], s["beta3"]
         return loss
+
+
+def fuzzy_second_order(params, **hparams) -> FuzzySecondOrder:
+    """Registry entry `fuzzy_second_order`: the controller owns the step size (lr_schedule="refused")."""
+    return FuzzySecondOrder(params, fuzzy=True, **hparams)
+
+
+def fd_second_order(params, **hparams) -> FuzzySecondOrder:
+    """Registry entry `fd_second_order`: the same finite-difference optimizer without the controller; its step
+    size is group["lr"], so an outer schedule drives it (lr_schedule="group_lr"). The controller's
+    hyperparameters are not accepted (the registry lists the ones that are)."""
+    return FuzzySecondOrder(params, fuzzy=False, **hparams)

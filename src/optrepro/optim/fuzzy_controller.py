@@ -1,7 +1,8 @@
 """The fuzzy controller of the fuzzy second-order method (Bensadok & Babar, arXiv 2403.15416), by hand.
 
-The paper's rule base (arXiv 2403.15416, §3 onward) could not be read: the default system here is our own
-illustrative one, given as data (`FuzzySystem`) so that another rule base or universe can be swapped in.
+The paper's rule base (arXiv 2403.15416, §3 onward) could not be read: the rule bases here are our own
+illustrative ones, given as data (`FuzzySystem`, `RULE_BASES`) so that a spec picks one by name (the
+optimizer's `rule_base`) and another rule base or universe can be swapped in.
 Mamdani inference: min AND, min implication, max aggregation, centroid over a sampled output universe; each
 variable has triangular terms with shoulders at the universe ends (as skfuzzy.trimf). Pure numpy, a few
 microseconds per call; tests check it against scikit-fuzzy.
@@ -79,16 +80,41 @@ class FuzzySystem:
         return out
 
 
-# Our illustrative rule base (our choice, not the paper's): a falling loss early -> high lr, low beta3.
-DEFAULT_LR_RULES = [[2, 1, 1], [1, 1, 0], [1, 0, 0]]
-DEFAULT_BETA3_RULES = [[0, 1, 2], [1, 1, 2], [1, 2, 2]]
+# Rule bases, by name (the optimizer's `rule_base` hyperparameter). Each gives, per output, a 3x3 table of term
+# indices: rows x1 = low/mid/high (loss falling / flat / rising), columns x2 = low/mid/high (early / middle / late
+# in training). All three are our own (the paper's rule base could not be read); the two alternatives are the
+# sensitivity test of the register entry fuzzy-rule-base: each keeps one input and drops the other.
+RULE_BASES: dict[str, dict[str, list[list[int]]]] = {
+    # both inputs: a falling loss early -> high lr, low beta3; a rising loss late -> low lr, high beta3
+    "default": {"log10_lr": [[2, 1, 1], [1, 1, 0], [1, 0, 0]],
+                "beta3": [[0, 1, 2], [1, 1, 2], [1, 2, 2]]},
+    # feedback only (x2 ignored): lr follows the loss trend, beta3 smooths more when the loss rises
+    "loss_only": {"log10_lr": [[2, 2, 2], [1, 1, 1], [0, 0, 0]],
+                  "beta3": [[1, 1, 1], [1, 1, 1], [2, 2, 2]]},
+    # progress only (x1 ignored): a schedule in rule form, lr high -> mid -> low, beta3 low -> mid -> high
+    "progress_only": {"log10_lr": [[2, 1, 0], [2, 1, 0], [2, 1, 0]],
+                      "beta3": [[0, 1, 2], [0, 1, 2], [0, 1, 2]]},
+}
+DEFAULT_LR_RULES = RULE_BASES["default"]["log10_lr"]
+DEFAULT_BETA3_RULES = RULE_BASES["default"]["beta3"]
+
+
+def rule_system(rule_base: str = "default", lr_min: float = 1e-4, lr_max: float = 1e-2, beta3_min: float = 0.5,
+                beta3_max: float = 0.999) -> FuzzySystem:
+    """The controller for a named rule base: inputs x1 in [-1, 1], x2 in [0, 1]; outputs log10(lr) on
+    [log10 lr_min, log10 lr_max] and beta3 on [beta3_min, beta3_max]."""
+    if rule_base not in RULE_BASES:
+        raise unknown("rule_base (the fuzzy controller's rules)", rule_base, RULE_BASES)
+    if not 0 < lr_min < lr_max:
+        raise ValueError(f"need 0 < lr_min < lr_max (got {lr_min}, {lr_max})")
+    if not 0 <= beta3_min < beta3_max < 1:
+        raise ValueError(f"need 0 <= beta3_min < beta3_max < 1 (got {beta3_min}, {beta3_max})")
+    return FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)),
+                       output_ranges={"log10_lr": (float(np.log10(lr_min)), float(np.log10(lr_max))),
+                                      "beta3": (beta3_min, beta3_max)},
+                       rules={name: [list(row) for row in table] for name, table in RULE_BASES[rule_base].items()})
 
 
 def default_system(lr_min: float = 1e-4, lr_max: float = 1e-2, beta3_min: float = 0.5,
                    beta3_max: float = 0.999) -> FuzzySystem:
-    if not 0 < lr_min < lr_max:
-        raise ValueError(f"need 0 < lr_min < lr_max (got {lr_min}, {lr_max})")
-    return FuzzySystem(input_ranges=((-1.0, 1.0), (0.0, 1.0)),
-                       output_ranges={"log10_lr": (float(np.log10(lr_min)), float(np.log10(lr_max))),
-                                      "beta3": (beta3_min, beta3_max)},
-                       rules={"log10_lr": DEFAULT_LR_RULES, "beta3": DEFAULT_BETA3_RULES})
+    return rule_system("default", lr_min, lr_max, beta3_min, beta3_max)

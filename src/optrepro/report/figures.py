@@ -39,6 +39,10 @@ COLOURS = {
     "lookahead_radam": "#393b79", "caadam_additive": "#2ca02c", "caadam_multiplicative": "#98df8a",
     "caadam_depth": "#637939", "alsals": "#d62728", "adamsls": "#ff7f0e", "adasls": "#ffbb78", "sls": "#843c39",
     "fuzzy_second_order": "#e7ba52", "published": "#d62728",
+    # the fuzzy section's arm labels (config/papers/fuzzy.yaml): distinct where they share a figure
+    "fuzzy": "#e7ba52", "sgd_momentum": "#8c564b", "adamw": "#e6550d", "fd_cosine": "#31a354", "adahessian": "#636363",
+    "fuzzy_rademacher": "#756bb1", "fuzzy_hess10": "#3182bd", "fuzzy_rules_loss": "#8ca252",
+    "fuzzy_rules_progress": "#ce6dbd",
 }
 PALETTE = ("#393b79", "#5254a3", "#6b6ecf", "#637939", "#8ca252", "#b5cf6b", "#8c6d31", "#bd9e39", "#e7ba52",
            "#843c39", "#ad494a", "#d6616b", "#7b4173", "#a55194", "#ce6dbd", "#3182bd", "#e6550d", "#31a354",
