@@ -13,9 +13,9 @@ ALSALS_BUDGET = {f[0]: (s, arm) for s in ALSALS_STAGES.values() for arm, f in s.
 
 
 def alsals_manifests(task, stage):
-    """The batch manifests of one task's problem and stage (batches group runs by problem and stage)."""
-    prefix = f"{RESULTS}/batches/alsals/{ALSALS_STAGES[task].problem}/{stage}-"
-    return [m for m in manifests("alsals", stage) if m.startswith(prefix)]
+    """The batch manifests holding one task's problem at a stage (cheap problems may share a `mixed` batch; the
+    selection reads only its task's runs)."""
+    return PLAN.manifests("alsals", stage, problem=ALSALS_STAGES[task].problem)
 
 
 def _alsals_lr_inputs(wc):

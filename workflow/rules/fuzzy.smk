@@ -4,7 +4,8 @@
 from optrepro.planners.fuzzy import selection_file
 
 # the protocols whose tuning runs are in the plan (config `problems:` may leave some out)
-FUZZY_PROBLEMS = sorted({b["problem"] for b in PLAN.index.values() if b["paper"] == "fuzzy" and b["stage"] == "tune"})
+FUZZY_PROBLEMS = sorted({p for b in PLAN.index.values() if "fuzzy" in b["papers"] and b["stage"] == "tune"
+                         for p in b["problems"]})
 
 
 rule fuzzy_select:

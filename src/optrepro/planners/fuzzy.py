@@ -148,15 +148,16 @@ def fuzzy_winner(template: Mapping[str, Any], selection: Mapping[str, Any]) -> d
 
 # --- the selection job --------------------------------------------------------------------------------------
 
-def tuning_candidates(manifests, split: str, metric: str) -> list[dict]:
-    """One candidate per tuning run in the manifests: its arm, trial, hyperparameters and final split/metric
-    (NaN for a diverged or failed run)."""
+def tuning_candidates(manifests, split: str, metric: str, problem: str | None = None) -> list[dict]:
+    """One candidate per tuning run of `problem` (every problem when None) in the manifests: its arm, trial,
+    hyperparameters and final split/metric (NaN for a diverged or failed run). A batch may hold several cheap
+    problems."""
     out = []
     for manifest in manifests:
         for entry in json.loads(Path(manifest).read_text())["runs"]:
             run_dir = Path(entry["dir"])
             spec = json.loads((run_dir / "spec.json").read_text())
-            if spec["tags"].get("stage") != "tune":
+            if spec["tags"].get("stage") != "tune" or (problem is not None and spec["problem"] != problem):
                 continue
             result_path = run_dir / "result.json"
             det = json.loads(result_path.read_text())["deterministic"] if result_path.exists() else {}
@@ -198,7 +199,7 @@ def _cmd_select(args) -> int:
     rule = {"split": "valid", "metric": "accuracy", "higher_is_better": True, **pconfig.get("select", {})}
     check_keys("key of the fuzzy config's select", rule, SELECT_KEYS)
     manifests = plan_manifests(Path(args.plan), "fuzzy", stage="tune", problem=args.problem)
-    candidates = tuning_candidates(manifests, rule["split"], rule["metric"])
+    candidates = tuning_candidates(manifests, rule["split"], rule["metric"], args.problem)
     if not candidates:
         raise ValueError(f"no tuning run of {args.problem} in the plan's manifests ({args.plan})")
     winners = select_winners(candidates, rule["higher_is_better"])
