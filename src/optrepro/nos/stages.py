@@ -394,6 +394,27 @@ def _eval_steps(s: Search, record: Mapping[str, Any]) -> int:
     return sum(_run_steps(s.init.results_dir, run) for run in runs)
 
 
+def best_genomes(s: Search, chains: list[dict]) -> list[dict]:
+    """What the search found: the particles' final genomes, best last fitness first (ties: particle order), one
+    entry per distinct genome, as canonical JSON (a run's `genome` hyperparameter) and LaTeX. The evaluation's
+    arms "searched<k>" are the k-th of these (optrepro.nos.evaluation)."""
+    finals = []
+    for i, chain in enumerate(chains):
+        chrom = search.OptChrom.from_json(json.loads(step_path(s, i, s.steps).read_text())["genome"])
+        genome = chrom.to_genome()
+        finals.append({"particle": i, "fitness": chain["fitness"][-1],
+                       "reeval_fitness": chain["reeval_fitness"][-1] if "reeval_fitness" in chain else None,
+                       "key": chrom.key(), "text": genome.text(), "latex": genome.latex(),
+                       "genome": genome_to_json(genome)})
+    finals.sort(key=lambda f: (-_finite(f["fitness"]), f["particle"]))
+    out, keys = [], set()
+    for f in finals:
+        if f["key"] not in keys:
+            keys.add(f["key"])
+            out.append({"rank": len(out) + 1, **f})
+    return out
+
+
 def summarize(s: Search) -> dict:
     """What the report needs of a search: the counts the authors' log gives too, the chains, the controls."""
     pool_genomes = json.loads(genomes_path(s, "pool").read_text())
@@ -419,6 +440,7 @@ def summarize(s: Search) -> dict:
             chain["reeval_fitness"] = [_score(read_eval(s, f"p{i:03d}-reeval-s{j}")) for j in range(s.steps + 1)]
         chains.append(chain)
     out: dict[str, Any] = {
+        "best": best_genomes(s, chains),
         "search": s.name, "scale": s.init.scale,
         "settings": {"seed": s.seed, "pool": s.pool, "particles": s.particles, "steps": s.steps,
                      "mutants": s.mutants, "redo": s.redo},
@@ -508,6 +530,9 @@ def _cmd(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("nos", help="the NOS search's own stages (genomes, selections, summary)")
     nos = p.add_subparsers(dest="nos_command", required=True)
+    from optrepro.nos import evaluation
+
+    evaluation.add_command(nos)
     for name, text in (("genomes", "draw a search's random valid genomes"),
                        ("select-pool", "score the pool and choose the particles"),
                        ("select-step", "choose a particle's next genome from its step's mutants"),
