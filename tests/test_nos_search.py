@@ -270,6 +270,19 @@ def test_smoke_search_runs_every_stage(smoke_search):
     assert [p["init_fitness"] for p in pool["particles"]] == sorted(scores, reverse=True)[:s.particles]
 
 
+def test_summary_ranks_the_final_particles_as_runnable_genomes(smoke_search):
+    s = smoke_search
+    summary = json.loads(stages.summary_path(s).read_text())
+    best = summary["best"]
+    finals = [c["fitness"][-1] for c in summary["chains"]]
+    assert [b["fitness"] for b in best] == sorted([finals[b["particle"]] for b in best], reverse=True)
+    assert len({b["key"] for b in best}) == len(best) and {b["particle"] for b in best} <= set(range(s.particles))
+    for b in best:
+        genome = genome_from_json(b["genome"])  # what the evaluation's searched arms run
+        assert genome.text() == b["text"] == summary["chains"][b["particle"]]["text"][-1]
+        assert genome.latex() == b["latex"]
+
+
 def test_the_best_mutant_replaces_the_particle(smoke_search):
     s = smoke_search
     for i in range(s.particles):

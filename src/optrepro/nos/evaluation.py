@@ -146,14 +146,15 @@ def template(arm: str, problem: str, scale: str, lr: float | None, seed: int, st
     from optrepro import problems
 
     defaults = problems.info(problem).defaults[scale]
-    length = run_length(problem, scale, int(defaults["epochs"]), int(defaults["batch_size"]))
+    epochs, batch_size = int(defaults["epochs"]), int(defaults["batch_size"])
+    length = run_length(problem, scale, epochs, batch_size)
     optimizer, hparams = _arm_optimizer(arm, length, search_settings)
     if lr is not None:
         hparams["lr"] = float(lr)
     return {"paper": "nos", "problem": problem, "scale": scale, "optimizer": optimizer, "hparams": hparams,
             "schedule": {"name": "warmup_hold_cosine", "warmup_steps": length["warmup_steps"],
                          "hold_steps": length["hold_steps"]},
-            "seed": seed, "device": device,
+            "seed": seed, "device": device, "epochs": epochs, "batch_size": batch_size,  # (also sizes batches)
             "tags": {"arm": arm, "stage": stage, "seed": seed, **(extra_tags or {})}}
 
 
