@@ -116,3 +116,9 @@ rule nos_search:
     # every search's summary: the main search and its controls
     input:
         [str(nos_stages.summary_path(s)) for s in NOS_SEARCHES.values()],
+
+
+rule nos_evaluation:
+    # the evaluation's re-runs on EfficientNetV2-S (and, through them, the search, tuning runs and selections)
+    input:
+        PLAN.manifests("nos", "rerun"),
