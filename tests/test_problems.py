@@ -196,14 +196,3 @@ def test_char_rnn_evaluates_consecutive_batches_with_the_carried_state():
     assert float(second.sums["loss"]) != pytest.approx(float(fresh.sums["loss"]), rel=1e-6)  # the state matters
     with pytest.raises(ValueError, match="multiple"):
         problem.forward(model, valid.batch(torch.arange(rows + 1)))
-
-
-def test_bundled_digits_are_read_as_scikit_learn_returns_them():
-    from sklearn.datasets import load_digits as reference
-
-    from optrepro.problems.sources import load_digits
-
-    x, y = load_digits()
-    x_ref, y_ref = reference(return_X_y=True)
-    assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype
-    assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)

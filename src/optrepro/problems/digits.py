@@ -17,9 +17,9 @@ class DigitsMLP(Problem):
     dropout: float = 0.0
 
     def load_splits(self) -> dict[str, Split]:
-        from optrepro.problems.sources import load_digits
+        from sklearn.datasets import load_digits
 
-        x, y = load_digits()
+        x, y = load_digits(return_X_y=True)
         x = torch.tensor(x / 16.0, dtype=torch.float32)
         y = torch.tensor(y, dtype=torch.long)
         # A fixed split, independent of every seed: 1197 train, 300 valid, 300 test.

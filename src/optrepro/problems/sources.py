@@ -42,24 +42,11 @@ def keras_validation_split(n: int, fraction: float) -> int:
 
 
 # --- smoke stand-ins ------------------------------------------------------------------------------
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits, as `sklearn.datasets.load_digits(return_X_y=True)` returns them (1797 x 64
-    floats 0..16, int labels), read from the CSV it ships without importing scikit-learn: that import costs a
-    smoke job more than a second, and every smoke job on digits starts a process."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the smoke stand-ins need scikit-learn's bundled digits: pip install scikit-learn")
-    data = np.loadtxt(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz",
-                      delimiter=",")
-    return data[:, :-1], data[:, -1].astype(int)
-
-
 def digits_images(size: int = 8, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 8x8 digits as uint8 NHWC images 0..255, nearest-upsampled to `size` (real data)."""
-    x, y = load_digits()
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
     img = np.round(x.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)
     if size != 8:
         index = (np.arange(size) * 8) // size
