@@ -277,6 +277,10 @@ def test_summary_ranks_the_final_particles_as_runnable_genomes(smoke_search):
     finals = [c["fitness"][-1] for c in summary["chains"]]
     assert [b["fitness"] for b in best] == sorted([finals[b["particle"]] for b in best], reverse=True)
     assert len({b["key"] for b in best}) == len(best) and {b["particle"] for b in best} <= set(range(s.particles))
+    # the compute the section reports: every training step of every evaluation, sweep runs included
+    trained = [json.loads(path.read_text())["deterministic"]["steps"]
+               for path in (Path(s.init.results_dir) / "runs").glob("*/result.json")]
+    assert summary["train_steps_total"] >= sum(trained) > summary["pool"]["train_steps"]
     for b in best:
         genome = genome_from_json(b["genome"])  # what the evaluation's searched arms run
         assert genome.text() == b["text"] == summary["chains"][b["particle"]]["text"][-1]

@@ -38,6 +38,8 @@ for key in ("pool", "particles", "steps", "mutants", "redo"):
 search_runs = section.runs[section.runs.get("tags.nos_search", pd.Series(index=section.runs.index, dtype=object))
                            == "main"]
 section.number("search-evaluations", len(search_runs), "{:,d}")  # a manifest lists one run per evaluation
+steps = sum(s["train_steps_total"] for s in summaries.values())  # sweep runs included (no manifest lists them)
+section.number("search-train-steps", steps, "{:,.0f}")
 
 # %% [markdown]
 # ## Fitness over steps, per particle (step 0: the particle re-scored on the evolution proxy)

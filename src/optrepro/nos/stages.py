@@ -466,7 +466,9 @@ def summarize(s: Search) -> dict:
             "gap_unselected_mean": mean(gaps[0]),  # step 0: the particle's first score, not a max over mutants
             "gap_selected_mean": mean([g for j in range(1, s.steps + 1) for g in gaps[j]]),
             "gap_by_step_mean": [mean(gaps[j]) for j in range(s.steps + 1)],
-            "pairs_by_step": [len(gaps[j]) for j in range(s.steps + 1)]}
+            "pairs_by_step": [len(gaps[j]) for j in range(s.steps + 1)],
+            "train_steps": sum(_eval_steps(s, read_eval(s, f"p{i:03d}-reeval-s{j}"))
+                               for i in range(s.particles) for j in range(s.steps + 1))}
     if s.random_evals:
         records = [read_eval(s, f"random-{k:04d}") for k in range(s.random_evals)]
         out["random_search"] = {
@@ -488,7 +490,12 @@ def summarize(s: Search) -> dict:
                                      if records else None),
             "mean_train_steps_per_rejected": mean_steps,
             # what scoring every rejected draw of the pool would have cost, in training steps on the init proxy
-            "train_steps_saved": mean_steps * draws["failed_integrity"] if mean_steps is not None else None}
+            "train_steps_saved": mean_steps * draws["failed_integrity"] if mean_steps is not None else None,
+            "train_steps": sum(steps)}
+    # every training step the search and its controls spent (sweep runs included, which no manifest lists)
+    out["train_steps_total"] = sum(block.get("train_steps", 0) for block in (
+        out["pool"], out["evolution"], out.get("winners_curse", {}), out.get("random_search", {}),
+        out.get("integrity_check", {})))
     return out
 
 
