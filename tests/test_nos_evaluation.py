@@ -113,45 +113,25 @@ def test_smoke_plan_runs_every_genome_once_on_one_problem_and_every_problem_with
     on = {p: {e["tags"]["arm"] for e in tune if body(e)["problem"] == p} for p in evaluation.PROBLEMS}
     assert set(evaluation.GENOMES) | {"adam", "sgdm", "rmsprop", "searched1"} <= on["nos_cifar100_effv2s"]
     assert all(on[p] == {"adam", "searched1"} for p in evaluation.PROBLEMS[1:])
-    assert {e["tags"]["batch_group"] for e in entries} == {"nos_eval"}
 
 
-def test_smoke_slice_shares_its_evaluation_batches_across_problems(tmp_path):
-    from optrepro.workflow import load_plan
+def test_smoke_plan_gives_each_problems_selection_its_tuning_batches_and_the_reruns_their_selection(tmp_path):
+    from optrepro.workflow import batch_entries, load_plan
 
     for sub in ("config", "paper"):
         shutil.copytree(ROOT / sub, tmp_path / sub)
     config = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
     config.update(papers=["nos"], scale="smoke", results_dir=str(tmp_path / "results"))
     plan = load_plan(config, tmp_path / "config")
-    eval_batches = [b for b in plan.index.values() if b["stage"] in ("tune", "rerun")]
-    assert sorted(b["stage"] for b in eval_batches) == ["rerun", "tune"]  # one job per stage
-    assert all(b["problems"] == sorted(evaluation.PROBLEMS) for b in eval_batches)
-    rerun = next(b for b in eval_batches if b["stage"] == "rerun")
-    assert sorted(rerun["inputs"]) == sorted(str(evaluation.selection_path(f"{tmp_path}/results/smoke", p))
-                                             for p in evaluation.PROBLEMS)
-    # the selection of one problem finds the shared tuning batch
-    assert plan.manifests("nos", "tune", problem="nos_cars_effv2s") == [
-        next(b for b in eval_batches if b["stage"] == "tune")["manifest"]]
-
-
-def test_batch_group_unions_gpu_and_datasets_and_no_group_keeps_one_problem_per_batch():
-    from optrepro.workflow import group_batches
-
-    def spec(problem, group=None):
-        tags = {"stage": "tune", **({"batch_group": group} if group else {})}
-        return planmod.make_spec(paper="nos", problem=problem, scale="full", optimizer="adam", tags=tags,
-                                 hparams={"lr": 1e-3 if group else 1e-2})
-
-    entries = [spec("nos_cifar100_effv2s", "g"), spec("nos_cars_effv2s", "g"), spec("nos_cifar100_effv2s"),
-               spec("digits_mlp")]
-    batches = group_batches({planmod.run_id(s): s for s in entries}, "full", "r", 1e9, 100)
-    grouped = [b for b in batches.values() if b["problem"] == "g"]
-    assert len(grouped) == 1 and grouped[0]["problems"] == ["nos_cars_effv2s", "nos_cifar100_effv2s"]
-    assert grouped[0]["gpu"] and set(grouped[0]["datasets"]) == {"cifar100", "stanford_cars", "efficientnetv2_s_in1k"}
-    single = [b for b in batches.values() if b["problem"] != "g"]
-    assert sorted(b["problem"] for b in single) == ["digits_mlp", "nos_cifar100_effv2s"]
-    assert all("problems" not in b for b in single)
+    results = f"{tmp_path}/results/smoke"
+    planned = eval_entries("smoke", str(tmp_path / "results"))
+    for problem in evaluation.PROBLEMS:
+        # the selection job of a problem reads every batch holding one of its tuning runs
+        tune = [k for k, b in plan.index.items() if b["manifest"] in plan.manifests("nos", "tune", problem=problem)]
+        held = [e for k in tune for e in batch_entries(plan.root, k) if body(e)["problem"] == problem]
+        assert len(held) == sum(1 for e in planned if body(e)["problem"] == problem and e["tags"]["stage"] == "tune")
+        reruns = [b for b in plan.index.values() if b["manifest"] in plan.manifests("nos", "rerun", problem=problem)]
+        assert reruns and all(str(evaluation.selection_path(results, problem)) in b["inputs"] for b in reruns)
 
 
 def test_bad_evaluation_config_is_refused_naming_the_value():

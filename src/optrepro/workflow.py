@@ -128,7 +128,7 @@ class Plan:
     def manifests(self, paper: str | None = None, stage: str | None = None, problem: str | None = None) -> list[str]:
         return sorted(b["manifest"] for b in self.index.values()
                       if (paper is None or b["paper"] == paper) and (stage is None or b["stage"] == stage)
-                      and (problem is None or problem in _batch_problems(b)))
+                      and (problem is None or b["problem"] == problem))
 
     def digest(self, paper: str) -> str:
         """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
@@ -144,23 +144,15 @@ class Plan:
         return self._manifest_index
 
 
-def _batch_problems(batch: Mapping[str, Any]) -> list[str]:
-    return batch.get("problems") or [batch["problem"]]
-
-
 def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_dir: str, target_s: float,
                   max_runs: int) -> dict[str, dict[str, Any]]:
     """Batches sized by estimated cost: many cheap runs per job, one expensive run per job. `entries` maps each
-    entry's key (run id, or a deferred spec's key) to the entry. A batch holds one paper, one stage and one
-    problem, unless its entries carry the tag `batch_group`: entries with the same group and stage share batches
-    across problems (a smoke slice with many tiny problems then starts few jobs); such a batch's `problem` is the
-    group's name and `problems` lists the problems in it."""
+    entry's key (run id, or a deferred spec's key) to the entry."""
     groups: dict[tuple[str, str, str], list[tuple[str, Mapping[str, Any], float]]] = {}
     for key, e in entries.items():
         spec = e["template"] if e.get("deferred") else e
-        tags = {**spec.get("tags", {}), **e.get("tags", {})}
-        unit = tags.get("batch_group") or spec["problem"]
-        groups.setdefault((spec["paper"], unit, tags.get("stage", "main")), []).append((key, e, _cost_s(e, scale)))
+        stage = {**spec.get("tags", {}), **e.get("tags", {})}.get("stage", "main")
+        groups.setdefault((spec["paper"], spec["problem"], stage), []).append((key, e, _cost_s(e, scale)))
     batches: dict[str, dict[str, Any]] = {}
     for (paper, problem, stage), members in sorted(groups.items()):
         total = sum(cost for _, _, cost in members)
@@ -169,23 +161,20 @@ def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_
         buckets: dict[int, list] = {}
         for member in members:
             buckets.setdefault(planmod.stable_bucket(member[0], n_buckets), []).append(member)
+        info = problems.info(problem)
         for bucket, items in sorted(buckets.items()):
             items.sort(key=lambda m: m[0])
             digest = planmod.batch_digest(key for key, _, _ in items)
             key = f"{paper}/{problem}/{stage}-{bucket}-{digest}"
-            names = sorted({(e["template"] if e.get("deferred") else e)["problem"] for _, e, _ in items})
-            infos = [problems.info(name) for name in names]
             batches[key] = {
                 "paper": paper, "problem": problem, "stage": stage,
                 "manifest": f"{results_dir}/batches/{key}.json",
                 "runs": len(items), "cost_s": sum(cost for _, _, cost in items),
-                "gpu": any(info.gpu for info in infos) and scale == "full",
-                "datasets": list(dict.fromkeys(d for info in infos for d in info.datasets)) if scale == "full" else [],
+                "gpu": bool(info.gpu and scale == "full"),
+                "datasets": list(info.datasets) if scale == "full" else [],
                 "inputs": sorted({e["depends_on"] for _, e, _ in items if e.get("deferred")}),
                 "entries": [e for _, e, _ in items],
             }
-            if names != [problem]:
-                batches[key]["problems"] = names
     return batches
 
 
@@ -268,7 +257,7 @@ def plan_manifests(plan_root: Path, paper: str, stage: str | None = None, proble
     """The manifests of a written plan's batches of `paper` (and `stage`, `problem` when given)."""
     index = json.loads((Path(plan_root) / "index.json").read_text())
     return sorted(b["manifest"] for b in index.values() if b["paper"] == paper
-                  and (stage is None or b["stage"] == stage) and (problem is None or problem in _batch_problems(b)))
+                  and (stage is None or b["stage"] == stage) and (problem is None or b["problem"] == problem))
 
 
 def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ BASELINES = {"adam": ("adam", {"eps": 1e-7}), "sgdm": ("momentum", {"momentum": 
              "rmsprop": ("rmsprop", {"alpha": 0.9, "eps": 1e-7})}
 SEARCHED = "searched"
 SELECT_ON = ("final", "max")
-EVAL_KEYS = {"batch_group", "rates", "select_on", "seeds", "searched", "grids"}
+EVAL_KEYS = {"rates", "select_on", "seeds", "searched", "grids"}
 GRID_KEYS = {"problems", "arms"}
 TUNE, RERUN = "tune", "rerun"
 
@@ -111,7 +111,7 @@ def settings(pconfig: Mapping[str, Any]) -> dict[str, Any] | None:
     rates = tuple(float(r) for r in cfg.get("rates", (10.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)))
     if not rates or min(rates) <= 0:
         raise ValueError(f"nos evaluation rates must be positive numbers, got {list(rates)}")
-    return {"batch_group": cfg.get("batch_group"), "rates": rates, "select_on": select_on,
+    return {"rates": rates, "select_on": select_on,
             "tune_seed": int(seeds.get("tune", 0)),
             "rerun_seeds": tuple(int(s) for s in seeds.get("rerun", (1, 2, 3, 4, 5))),
             "search": str(searched.get("search", "main")), "searched": count, "grids": grids}
@@ -178,8 +178,6 @@ def plan(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any
             raise ValueError(f"nos evaluation: {cfg['searched']} searched genomes, but search "
                              f"{search.name!r} has {search.particles} particles")
     search_settings = search.settings if search is not None else {}
-    # a smoke slice may share batches across the problems (workflow.group_batches): few jobs for tiny runs
-    group = {"batch_group": cfg["batch_group"]} if cfg["batch_group"] else {}
     entries: dict[tuple, Any] = {}
     for grid in cfg["grids"]:
         for problem in grid["problems"]:
@@ -188,7 +186,7 @@ def plan(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any
                 rank = searched_rank(arm)
                 for i, lr in enumerate(cfg["rates"]):
                     t = template(arm, problem, scale, lr, cfg["tune_seed"], TUNE, device, search_settings,
-                                 {"lr": lr, "sample": i, **group})
+                                 {"lr": lr, "sample": i})
                     if rank is None:
                         entries.setdefault((TUNE, problem, arm, i), planmod.make_spec(**t))
                     else:
@@ -197,7 +195,7 @@ def plan(pconfig: Mapping[str, Any], scale: str, global_config: Mapping[str, Any
                             key=key, template=t, depends_on=str(stages.summary_path(search)),
                             resolver="nos.searched_genome", tags=t["tags"]))
                 for seed in cfg["rerun_seeds"]:
-                    t = template(arm, problem, scale, None, seed, RERUN, device, search_settings, group)
+                    t = template(arm, problem, scale, None, seed, RERUN, device, search_settings)
                     entries.setdefault((RERUN, problem, arm, seed), planmod.DeferredSpec(
                         key=f"nos/eval/{problem}/{arm}/{RERUN}-seed{seed}", template=t,
                         depends_on=str(selection_path(results_dir, problem)), resolver="nos.eval_winner",
