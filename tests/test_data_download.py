@@ -513,4 +513,3 @@ def test_openwebtext_nested_xz_to_token_stream(server, tmp_path):
     assert stream.count(eot) == 2 and stream[-1] == eot
     text = "".join(alphabet[i] for i in stream if i != eot)
     assert text == "helloĠworldab"  # documents stripped; Ġ is the byte-level BPE's space
-
