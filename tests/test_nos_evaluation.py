@@ -162,6 +162,9 @@ def test_selection_takes_the_best_validation_accuracy_never_nan_and_the_first_of
          candidate("opt1", 0, 0.6), candidate("opt1", 1, 0.6), candidate("opt1", 2, 0.1)], rates=3)
     assert winners["adam"]["hparams"]["lr"] == 0.01 and winners["adam"]["diverged"] == 1
     assert winners["opt1"]["hparams"]["lr"] == 1.0
+    everything_diverged = evaluation.select_winners([candidate("sgdm", k, math.nan, "diverged") for k in range(3)], 3)
+    assert everything_diverged["sgdm"]["all_diverged"] and everything_diverged["sgdm"]["value"] is None
+    json.dumps(everything_diverged, allow_nan=False)  # the selection file can be written
     with pytest.raises(ValueError, match="one tuning run per rate"):
         evaluation.select_winners([candidate("adam", 0, 0.5), candidate("adam", 2, 0.7)], rates=3)
 

@@ -274,7 +274,9 @@ def select_winners(candidates: list[dict], rates: int) -> dict[str, dict]:
         if sorted(c["sample"] for c in runs) != list(range(rates)):
             raise ValueError(f"arm {arm!r}: expected one tuning run per rate 0..{rates - 1}, got samples "
                              f"{sorted(c['sample'] for c in runs)}")
-        winners[arm] = select(runs, higher_is_better=True)
+        winner = select(runs, higher_is_better=True)
+        # JSON has no NaN: an arm whose every rate diverged (all_diverged) has no value
+        winners[arm] = {**winner, "value": winner["value"] if math.isfinite(winner["value"]) else None}
     return winners
 
 
