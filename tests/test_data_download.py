@@ -391,6 +391,39 @@ def test_fetch_refuses_archive_with_dotdot_member(server, tmp_path):
     assert not (tmp_path / "cifar10" / ".verified").exists() and not (tmp_path / "escaped").exists()
 
 
+def test_efficientnetv2_weights_are_pinned_fetched_and_loaded_into_the_fine_tuning_model(server, tmp_path,
+                                                                                       monkeypatch):
+    """The NOS fine-tuning weights: the real fetch (a release asset pinned by the sha256 prefix in its file name)
+    from a local server, then the full-scale fine-tuning model built from them: every backbone tensor is the
+    served one, and the classifier is new, sized for the dataset."""
+    import timm
+    import torch
+
+    from optrepro import problems
+
+    donor = timm.create_model("tf_efficientnetv2_s", pretrained=False, num_classes=1000)
+    buffer = io.BytesIO()
+    torch.save(donor.state_dict(), buffer)
+    body = buffer.getvalue()
+    source = sources.get("efficientnetv2_s_in1k")
+    (spec,) = source.files
+    assert spec.prefix and spec.name.endswith(f"-{spec.checksum}.pth")  # the pin is the name's sha256 prefix
+    url = server.add(f"/rwightman/{spec.name}", body)
+
+    def pinned(prefix):
+        return dataclasses.replace(source, files=(dataclasses.replace(spec, urls=(url,), checksum=prefix),))
+
+    with pytest.raises(data.DownloadError, match="does not match"):
+        fetch(pinned("0" * 8 if not sha256(body).startswith("0" * 8) else "1" * 8), tmp_path)
+    fetch(pinned(sha256(body)[:8]), tmp_path)
+    monkeypatch.setenv("OPTREPRO_DATA", str(tmp_path))
+    model = problems.get("nos_flowers102_effv2s", "full").build_model()
+    assert model.get_classifier().out_features == 102
+    theirs, ours = donor.state_dict(), model.state_dict()
+    backbone = [k for k in theirs if not k.startswith("classifier.")]
+    assert len(backbone) > 400 and all(torch.equal(ours[k], theirs[k]) for k in backbone)
+
+
 # ------------------------------------------------------------------------------------------ ImageNet
 def test_imagenet_missing_directory_names_config_key(tmp_path):
     for directory in (None, tmp_path / "nope"):

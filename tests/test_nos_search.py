@@ -270,6 +270,23 @@ def test_smoke_search_runs_every_stage(smoke_search):
     assert [p["init_fitness"] for p in pool["particles"]] == sorted(scores, reverse=True)[:s.particles]
 
 
+def test_summary_ranks_the_final_particles_as_runnable_genomes(smoke_search):
+    s = smoke_search
+    summary = json.loads(stages.summary_path(s).read_text())
+    best = summary["best"]
+    finals = [c["fitness"][-1] for c in summary["chains"]]
+    assert [b["fitness"] for b in best] == sorted([finals[b["particle"]] for b in best], reverse=True)
+    assert len({b["key"] for b in best}) == len(best) and {b["particle"] for b in best} <= set(range(s.particles))
+    # the compute the section reports: every training step of every evaluation, sweep runs included
+    trained = [json.loads(path.read_text())["deterministic"]["steps"]
+               for path in (Path(s.init.results_dir) / "runs").glob("*/result.json")]
+    assert summary["train_steps_total"] >= sum(trained) > summary["pool"]["train_steps"]
+    for b in best:
+        genome = genome_from_json(b["genome"])  # what the evaluation's searched arms run
+        assert genome.text() == b["text"] == summary["chains"][b["particle"]]["text"][-1]
+        assert genome.latex() == b["latex"]
+
+
 def test_the_best_mutant_replaces_the_particle(smoke_search):
     s = smoke_search
     for i in range(s.particles):

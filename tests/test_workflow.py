@@ -245,6 +245,24 @@ def test_a_table_wider_than_the_page_fails_the_build_naming_it(smoke_dag, tmp_pa
         proc.stderr
 
 
+def test_smoke_dag_runs_the_nos_search_and_evaluates_and_typesets_its_best_genome(smoke_dag):
+    summary = json.loads((smoke_dag / "results/smoke/nos/main/summary.json").read_text())
+    assert summary["random_search"]["evaluations"] and summary["integrity_check"]["sample"]  # the controls ran
+    assert summary["winners_curse"]["pairs_by_step"] is not None
+    best = summary["best"][0]
+    runs = [json.loads((smoke_dag / r["dir"] / "spec.json").read_text())
+            for m in (smoke_dag / "results/smoke/batches/nos").rglob("rerun-*.json")
+            for r in json.loads(m.read_text())["runs"]]
+    searched = [s for s in runs if s["tags"]["arm"] == "searched1"]
+    assert {s["problem"] for s in searched} == {"nos_cifar100_effv2s", "nos_tinyimagenet_effv2s",
+                                                "nos_flowers102_effv2s", "nos_cars_effv2s", "nos_caltech101_effv2s"}
+    assert all(s["optimizer"]["hparams"]["genome"] == best["genome"] for s in searched)
+    genomes = (smoke_dag / "paper/generated/smoke/nos/genomes.tex").read_text()
+    assert "searched1" in genomes and "\\displaystyle u =" in genomes
+    text = pdf_text(smoke_dag / "paper/build/smoke/main.pdf")
+    assert "searched1 particle" in text and "nos_caltech101_effv2s: each arm" in text
+
+
 def test_smoke_build_logs_no_overfull_box(smoke_dag):
     from optrepro.paper import overfull_boxes
 

@@ -394,6 +394,27 @@ def _eval_steps(s: Search, record: Mapping[str, Any]) -> int:
     return sum(_run_steps(s.init.results_dir, run) for run in runs)
 
 
+def best_genomes(s: Search, chains: list[dict]) -> list[dict]:
+    """What the search found: the particles' final genomes, best last fitness first (ties: particle order), one
+    entry per distinct genome, as canonical JSON (a run's `genome` hyperparameter) and LaTeX. The evaluation's
+    arms "searched<k>" are the k-th of these (optrepro.nos.evaluation)."""
+    finals = []
+    for i, chain in enumerate(chains):
+        chrom = search.OptChrom.from_json(json.loads(step_path(s, i, s.steps).read_text())["genome"])
+        genome = chrom.to_genome()
+        finals.append({"particle": i, "fitness": chain["fitness"][-1],
+                       "reeval_fitness": chain["reeval_fitness"][-1] if "reeval_fitness" in chain else None,
+                       "key": chrom.key(), "text": genome.text(), "latex": genome.latex(),
+                       "genome": genome_to_json(genome)})
+    finals.sort(key=lambda f: (-_finite(f["fitness"]), f["particle"]))
+    out, keys = [], set()
+    for f in finals:
+        if f["key"] not in keys:
+            keys.add(f["key"])
+            out.append({"rank": len(out) + 1, **f})
+    return out
+
+
 def summarize(s: Search) -> dict:
     """What the report needs of a search: the counts the authors' log gives too, the chains, the controls."""
     pool_genomes = json.loads(genomes_path(s, "pool").read_text())
@@ -419,6 +440,7 @@ def summarize(s: Search) -> dict:
             chain["reeval_fitness"] = [_score(read_eval(s, f"p{i:03d}-reeval-s{j}")) for j in range(s.steps + 1)]
         chains.append(chain)
     out: dict[str, Any] = {
+        "best": best_genomes(s, chains),
         "search": s.name, "scale": s.init.scale,
         "settings": {"seed": s.seed, "pool": s.pool, "particles": s.particles, "steps": s.steps,
                      "mutants": s.mutants, "redo": s.redo},
@@ -444,7 +466,9 @@ def summarize(s: Search) -> dict:
             "gap_unselected_mean": mean(gaps[0]),  # step 0: the particle's first score, not a max over mutants
             "gap_selected_mean": mean([g for j in range(1, s.steps + 1) for g in gaps[j]]),
             "gap_by_step_mean": [mean(gaps[j]) for j in range(s.steps + 1)],
-            "pairs_by_step": [len(gaps[j]) for j in range(s.steps + 1)]}
+            "pairs_by_step": [len(gaps[j]) for j in range(s.steps + 1)],
+            "train_steps": sum(_eval_steps(s, read_eval(s, f"p{i:03d}-reeval-s{j}"))
+                               for i in range(s.particles) for j in range(s.steps + 1))}
     if s.random_evals:
         records = [read_eval(s, f"random-{k:04d}") for k in range(s.random_evals)]
         out["random_search"] = {
@@ -466,7 +490,12 @@ def summarize(s: Search) -> dict:
                                      if records else None),
             "mean_train_steps_per_rejected": mean_steps,
             # what scoring every rejected draw of the pool would have cost, in training steps on the init proxy
-            "train_steps_saved": mean_steps * draws["failed_integrity"] if mean_steps is not None else None}
+            "train_steps_saved": mean_steps * draws["failed_integrity"] if mean_steps is not None else None,
+            "train_steps": sum(steps)}
+    # every training step the search and its controls spent (sweep runs included, which no manifest lists)
+    out["train_steps_total"] = sum(block.get("train_steps", 0) for block in (
+        out["pool"], out["evolution"], out.get("winners_curse", {}), out.get("random_search", {}),
+        out.get("integrity_check", {})))
     return out
 
 
@@ -508,6 +537,9 @@ def _cmd(args) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser("nos", help="the NOS search's own stages (genomes, selections, summary)")
     nos = p.add_subparsers(dest="nos_command", required=True)
+    from optrepro.nos import evaluation
+
+    evaluation.add_command(nos)
     for name, text in (("genomes", "draw a search's random valid genomes"),
                        ("select-pool", "score the pool and choose the particles"),
                        ("select-step", "choose a particle's next genome from its step's mutants"),
