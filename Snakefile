@@ -10,6 +10,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+from optrepro.workflow import read_yaml
+
+read_yaml("config/config.yaml")  # a YAML error names this file and its line (Snakemake's own message does not)
+
+
 configfile: "config/config.yaml"
 
 

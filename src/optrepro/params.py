@@ -58,8 +58,8 @@ class Param:
             text = {"bool": "true or false", "string": "a string", "mapping": "a mapping",
                     "any": "anything"}[self.kind]
         if self.nullable:
-            text += " or null" + (f" ({self.note})" if self.note else "")
-        return text
+            text += " or null"
+        return text + (f" ({self.note})" if self.note else "")
 
     def _range(self) -> str:
         lo, hi = self.low, self.high
@@ -193,8 +193,8 @@ def choice(*values: Any) -> Param:
     return Param("choice", choices=tuple(values))
 
 
-def string(pattern: str | None = None) -> Param:
-    return Param("string", pattern=pattern)
+def string(pattern: str | None = None, note: str = "") -> Param:
+    return Param("string", pattern=pattern, note=note)
 
 
 def pair(item: Param) -> Param:
