@@ -138,6 +138,62 @@ def test_make_smoke_after_snakemake_is_sigkilled_in_training_finishes_unchanged(
         kill_everything_in(wd)
 
 
+# --- results bundles ---------------------------------------------------------------------------------
+
+def optrepro(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "optrepro"), *args], cwd=workdir, capture_output=True, text=True,
+                          env=make_env(), timeout=300)
+
+
+def test_a_bundle_of_the_smoke_results_rebuilds_the_same_pdf_without_training(core_smoke, tmp_path):
+    bundle = tmp_path / "results-smoke.tar.gz"
+    exported = optrepro(core_smoke, "bundle", "export", "--scale", "smoke", "--output", str(bundle))
+    assert exported.returncode == 0, exported.stderr
+    reference = finished_runs(core_smoke)
+
+    wd = repo_copy(tmp_path / "reviewer")  # a fresh clone: no results, no data, no Snakemake metadata
+    imported = optrepro(wd, "bundle", "import", str(bundle))
+    assert imported.returncode == 0, imported.stderr
+    rebuilt = make_smoke(wd)
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    jobs = rebuilt.stdout + rebuilt.stderr
+    assert "rule run_batch" not in jobs and "rule data_fetch" not in jobs and "localrule paper_report" in jobs
+    assert md5(wd / PDF) == md5(core_smoke / PDF)
+    assert {k: v[1] for k, v in finished_runs(wd).items()} == {k: v[1] for k, v in reference.items()}
+
+    # a spec that differs (one more seed per arm) is a new run: only those runs train
+    imported_runs = finished_runs(wd)
+    paper = wd / "config" / "papers" / "core.yaml"
+    config = yaml.safe_load(paper.read_text())
+    config["smoke"]["experiments"][0]["seeds"] = config["smoke"]["experiments"][0]["seeds"] + 1
+    paper.write_text(yaml.safe_dump(config, sort_keys=False))
+    extended = make_smoke(wd)
+    assert extended.returncode == 0, extended.stdout[-3000:] + extended.stderr[-3000:]
+    now = finished_runs(wd)
+    assert {k: now[k] for k in imported_runs} == imported_runs  # not one imported run trained again
+    assert len(now) == len(imported_runs) + 2  # the new seed of each of the two arms
+
+
+def test_a_tampered_bundle_is_refused_by_the_command(core_smoke, tmp_path):
+    import io
+    import tarfile
+
+    bundle = tmp_path / "b.tar.gz"
+    assert optrepro(core_smoke, "bundle", "export", "--scale", "smoke", "--output", str(bundle)).returncode == 0
+    tampered, edited = tmp_path / "tampered.tar.gz", None
+    with tarfile.open(bundle) as src, tarfile.open(tampered, "w:gz") as dst:
+        for member in src.getmembers():
+            body = src.extractfile(member).read()
+            if member.name.endswith("result.json") and edited is None:  # one byte of one run's result
+                body = body.replace(b'"status": "ok"', b'"status": "ok" ')
+                member.size, edited = len(body), member.name
+            dst.addfile(member, io.BytesIO(body))
+    wd = repo_copy(tmp_path / "reviewer")
+    refused = optrepro(wd, "bundle", "import", str(tampered))
+    assert refused.returncode == 2 and f"error: {edited}: its sha256 differs" in refused.stderr
+    assert not (wd / "results" / "smoke" / "runs").exists()
+
+
 # --- the stale-lock rule -------------------------------------------------------------------------------
 
 def test_a_lock_is_cleared_only_when_no_snakemake_is_alive_in_the_directory(tmp_path):

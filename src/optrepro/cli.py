@@ -58,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["optimizers", "problems", "schedules", "controllers"])
     lst.set_defaults(func=_cmd_list)
 
-    from optrepro import paper, stopping, tune, workflow
+    from optrepro import bundle, paper, stopping, tune, workflow
     from optrepro.data import commands as data_commands
     from optrepro.nos import stages as nos_stages
     from optrepro.planners import fuzzy as fuzzy_planner
 
-    for module in (workflow, paper, tune, data_commands, nos_stages, fuzzy_planner, stopping):
+    for module in (workflow, paper, tune, data_commands, nos_stages, fuzzy_planner, stopping, bundle):
         module.add_commands(sub)
     return parser
 
