@@ -1,5 +1,6 @@
-"""Faults on the README's own commands: Snakemake SIGKILLed during `make smoke` (a rerun of the same command
-finishes with no manual step, no orphan, no finished run recomputed, the same PDF); the stale-lock rule.
+"""The README's own commands under faults and for reviewers: Snakemake SIGKILLed during `make smoke` (a rerun of
+the same command finishes with no manual step, no orphan, no finished run recomputed, the same PDF); the
+stale-lock rule; a results bundle rebuilding the same PDF without training; `snakemake --report`.
 
 Each test works in a copy of the repository whose config enables the core paper only (its smoke DAG is a few
 jobs), with this interpreter's environment standing in for .venv, and runs `make smoke` there unchanged.
@@ -192,6 +193,36 @@ def test_a_tampered_bundle_is_refused_by_the_command(core_smoke, tmp_path):
     refused = optrepro(wd, "bundle", "import", str(tampered))
     assert refused.returncode == 2 and f"error: {edited}: its sha256 differs" in refused.stderr
     assert not (wd / "results" / "smoke" / "runs").exists()
+
+
+# --- snakemake --report -------------------------------------------------------------------------------
+
+def test_snakemake_report_shows_every_figure_with_its_caption(core_smoke, tmp_path):
+    from optrepro.paper import figure_captions
+
+    html = tmp_path / "report.html"
+    proc = subprocess.run([str(BIN / "snakemake"), "--report", str(html), "--config", "scale=smoke"], cwd=core_smoke,
+                          capture_output=True, text=True, env=make_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = html.read_text()
+    figures = sorted(p.name for p in (core_smoke / "paper/generated/smoke/core").glob("*.pdf"))
+    captions = figure_captions(core_smoke / "paper/sections/core.tex")
+    assert figures and set(captions) <= set(figures)
+    for figure in figures:
+        assert figure in text, figure
+    for caption in captions.values():  # the caption is rendered to HTML inside the report's data
+        assert " ".join(caption.split()[:6]) in text, caption
+    assert "main.pdf" in text
+
+
+def test_figure_captions_are_read_from_the_section_as_plain_text(tmp_path):
+    from optrepro.paper import figure_captions
+
+    section = tmp_path / "p.tex"
+    section.write_text("Text. \\paperfigure{a.pdf}{The ``up to 5.97\\,\\%'' claim: \\emph{test} accuracy\n"
+                       "(mean, $n=5$) --- see {\\bf b}_x.} more \\paperfigure{b.pdf}{Second.}\n")
+    assert figure_captions(section) == {"a.pdf": "The \u201cup to 5.97\u2009%\u201d claim: test accuracy (mean, "
+                                                 "n=5) \u2014 see b\\_x.", "b.pdf": "Second."}
 
 
 # --- the stale-lock rule -------------------------------------------------------------------------------
