@@ -53,7 +53,7 @@ def test_every_problem_argument_default_satisfies_its_declaration(name, key):
 
 def test_declared_choices_are_the_implementations_own():
     from optrepro.nos import space
-    from optrepro.optim import caadam, crowded_valley, fuzzy, line_search, lookahead, nos_expr
+    from optrepro.optim import caadam, crowded_valley, fuzzy, fuzzy_controller, line_search, lookahead, nos_expr
     from optrepro.problems import imagenet
 
     def choices(optimizer, key):
@@ -63,7 +63,8 @@ def test_declared_choices_are_the_implementations_own():
     assert choices("caadam_additive", "mode") == set(caadam.MODES)
     assert choices("caadam_additive", "one_d") == set(caadam.ONE_D)
     assert choices("adam", "semantics") == set(crowded_valley.SEMANTICS) == set(lookahead.SEMANTICS)
-    assert choices("fuzzy_second_order", "fd_mode") == set(fuzzy.FD_MODES)
+    assert choices("fuzzy_second_order", "fd_mode") == choices("fd_second_order", "fd_mode") == set(fuzzy.FD_MODES)
+    assert choices("fuzzy_second_order", "rule_base") == set(fuzzy_controller.RULE_BASES)
     assert choices("sls", "mode") == set(line_search.MODES)
     assert choices("sls", "reset_option") == set(line_search.RESET_OPTIONS)
     assert choices("adasls", "base_opt") == set(line_search.AdaSLS.BASE_OPTS)

@@ -132,6 +132,11 @@ register(OptimizerInfo(
 # every spec that can name it.
 _FD_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta3": 0.99, "r": 1e-3, "fd_mode": "ones", "hess_every": 1,
                 "eps_curv": 1e-4, "weight_decay": 0.0, "seed": 0, "clip_rho": None, "relative_step": False}
+# as optim/fuzzy.py's FD_MODES and fuzzy_controller.py's RULE_BASES; r is the finite-difference step
+_FD_TYPES = {"fd_mode": choice("ones", "rademacher", "update"), "hess_every": integer(1), "r": positive(),
+             "eps_curv": non_negative(), "clip_rho": positive(nullable=True, note="null: no clipping")}
+_CONTROLLER_TYPES = {"fuzzy_every": integer(1), "lr_min": positive(), "lr_max": positive(),
+                     "max_lr_ratio": number(1.0), "rule_base": choice("default", "loss_only", "progress_only")}
 register(OptimizerInfo(
     name="fuzzy_second_order", target="optrepro.optim.fuzzy:fuzzy_second_order",
     defaults={**_FD_DEFAULTS, "fuzzy_every": 100, "total_steps": None, "lr_min": 1e-4, "lr_max": 1e-2,
@@ -143,11 +148,7 @@ register(OptimizerInfo(
     # the fuzzy controller owns the lr (ambiguity register fuzzy-lr-schedule): an outer schedule is refused
     closure="loss", lr_schedule="refused", run_length_hparams=("total_steps",), trial_batchnorm="frozen",
     param_groups="one", internals=True, paper="fuzzy",
-    # as optim/fuzzy.py's FD_MODES; r is the finite-difference step; lr_min <= lr <= lr_max is the controller's
-    hparam_types={"fd_mode": choice("ones", "rademacher", "update"), "hess_every": integer(1),
-                  "fuzzy_every": integer(1), "r": positive(), "eps_curv": non_negative(), "lr_min": positive(),
-                  "lr_max": positive(), "max_lr_ratio": number(1.0),
-                  "clip_rho": positive(nullable=True, note="null: no clipping")},
+    hparam_types={**_FD_TYPES, **_CONTROLLER_TYPES},
     description="finite-difference diagonal Hessian + Newton-like update + fuzzy lr/beta3 controller "
                 "(illustrative rule bases: the paper's could not be read); `lr` is the step size until the "
                 "controller's first call"))
@@ -156,7 +157,7 @@ register(OptimizerInfo(
     defaults=dict(_FD_DEFAULTS),
     search_space={"default": {"lr": {**_LR, "low": 1e-4, "high": 1e-1}}},
     closure="loss", lr_schedule="group_lr", trial_batchnorm="frozen", param_groups="one", internals=True,
-    paper="fuzzy",
+    hparam_types=_FD_TYPES, paper="fuzzy",
     description="the fuzzy method's finite-difference optimizer without the controller: step size group['lr'] "
                 "(an outer schedule drives it), beta3 fixed"))
 # AdaHessian (arXiv 2006.00719): the Hutchinson diagonal through a Hessian-vector product, the fuzzy method's
@@ -167,5 +168,6 @@ register(OptimizerInfo(
               "seed": 0},
     search_space={"default": {"lr": {**_LR, "low": 1e-3, "high": 1.0}}},
     closure="hvp", paper="fuzzy",
+    hparam_types={"hessian_power": number(0.0, 1.0)},  # the power k of the Hessian diagonal, 0 (Adam) to 1
     description="AdaHessian (Yao et al. 2021): Adam with the squared Hutchinson Hessian diagonal, spatially "
                 "averaged over convolution kernels; needs create_graph (closure='hvp')"))
