@@ -122,11 +122,17 @@ class Param:
             return "out of range"
         return None
 
-    def check(self, what: str, value: Any) -> None:
-        """Refuse `value` with a message naming `what` (e.g. "hyperparameter 'lr' of optimizer 'adam'")."""
+    def check(self, what: str, value: Any, key: str = "value") -> None:
+        """Refuse `value` with a message naming `what` (e.g. "hyperparameter 'lr' of optimizer 'adam'"); a value
+        outside a choice gets the project's unknown-name message (`key` names it), with the closest choice."""
         bad = self.problem(value)
-        if bad is not None:
-            raise ValueError(f"{what}: {value!r} is {bad}; valid: {self.describe()}")
+        if bad is None:
+            return
+        if self.kind == "choice" and value is not None:
+            from optrepro.registry import UnknownNameError, unknown
+
+            raise UnknownNameError(f"{what}: {unknown(key, value, self.choices)}")
+        raise ValueError(f"{what}: {value!r} is {bad}; valid: {self.describe()}")
 
 
 def _what(value: Any) -> str:

@@ -121,7 +121,7 @@ class OptimizerInfo:
         """Refuse an unknown key, or a value of the wrong type or out of its range, naming the key."""
         check_keys(f"hyperparameter for optimizer {self.name!r}", hparams, self.defaults)
         for key, value in hparams.items():
-            self.hparam(key).check(f"hyperparameter {key!r} of optimizer {self.name!r}", value)
+            self.hparam(key).check(f"hyperparameter {key!r} of optimizer {self.name!r}", value, key)
 
     def fill_run_length(self, hparams: Mapping[str, Any], total_steps: int) -> dict[str, Any]:
         """`hparams` with every run-length hyperparameter left at None set to the run's `total_steps`."""

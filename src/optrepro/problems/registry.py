@@ -74,7 +74,7 @@ def resolve_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     entry = info(name)
     check_keys(f"argument for problem {name!r}", args, entry.args)
     for key, value in args.items():
-        entry.arg(key).check(f"argument {key!r} of problem {name!r}", value)
+        entry.arg(key).check(f"argument {key!r} of problem {name!r}", value, key)
     return {**entry.args, **args}
 
 
