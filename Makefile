@@ -47,14 +47,20 @@ tex-deps:
 	  echo "error: the report needs TeX Live and latexmk. Install: sudo apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; \
 	fi
 
+# Snakemake runs under `optrepro supervise` (src/optrepro/stopping.py): in a process group that is stopped and
+# reaped when Snakemake ends, even by SIGKILL, so no training or report job outlives it; and a stale lock left by
+# a killed Snakemake is cleared first, only when no Snakemake process is alive in this directory. Incomplete
+# outputs rerun (profiles/default: rerun-incomplete). So after a kill, the same command finishes the work.
+SNAKEMAKE = PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/optrepro supervise $(VENV)/bin/snakemake
+
 smoke: venv tex-deps
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --config scale=smoke
+	$(SNAKEMAKE) --cores $(CORES) --config scale=smoke
 
 full: venv tex-deps
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES)
+	$(SNAKEMAKE) --cores $(CORES)
 
 report: venv tex-deps
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/snakemake --cores $(CORES) --config scale=$(SCALE) paper/build/$(SCALE)/main.pdf
+	$(SNAKEMAKE) --cores $(CORES) --config scale=$(SCALE) paper/build/$(SCALE)/main.pdf
 
 # PYTEST_MARKS replaces the default marker selection (pyproject.toml), e.g. "not slow and not gpu and not slurm"
 # adds the timing budgets, which .ci/run checks on the same smoke DAG run.

@@ -7,10 +7,16 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
+from optrepro.workflow import read_yaml
+
 min_version("9.0")
+read_yaml("config/config.yaml")  # a YAML error names this file and its line (Snakemake's own message does not)
 
 
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"  # `snakemake --report report.html`: the figures with their captions, the PDF
 
 
 include: "workflow/rules/common.smk"

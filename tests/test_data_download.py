@@ -32,10 +32,14 @@ from optrepro.data.download import download_file, safe_extract
 
 # ------------------------------------------------------------------------------------------ local server
 class LocalServer:
-    """Serves `files` (path -> bytes) on 127.0.0.1:<free port>; counts requests; stops itself after 60 s."""
+    """Serves `files` (path -> bytes) on 127.0.0.1:<free port>; counts requests; stops itself after 60 s.
+    `headers[path]` adds or replaces response headers (a Content-Length longer than the body is a short
+    transfer); `midway[path]` is called after the first half of the body is sent."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
+        self.headers: dict[str, dict[str, str]] = {}
+        self.midway: dict[str, object] = {}
         self.hits: list[str] = []
         server = self
 
@@ -47,9 +51,18 @@ class LocalServer:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                for key, value in {"Content-Length": str(len(body)), **server.headers.get(self.path, {})}.items():
+                    self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if self.path in server.midway:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.midway[self.path]()
+                    body = body[len(body) // 2:]
+                try:
+                    self.wfile.write(body)
+                except OSError:  # the client hung up (a stopped download)
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -324,11 +337,13 @@ def test_prepared_length_mismatch_fails_without_marker(server, tmp_path):
     source = local_source("tolstoi", server, {"war-and-peace.txt": b"abc\n" * 10}, checksums=False,
                           extra={"delete_line_ranges": (), "test_size": 0.2},
                           expect_lengths={"tokens_test": 653237, "vocab_codepoints": 83})
-    with pytest.warns(data.UnverifiedChecksumWarning), pytest.raises(data.PreparedMismatchError, match="653237"):
+    with pytest.raises(data.PreparedMismatchError, match="653237"):
         fetch(source, tmp_path)
     assert not (tmp_path / "tolstoi" / ".verified").exists()
     assert not (tmp_path / "tolstoi" / "prepared").exists()
-    assert (tmp_path / "tolstoi" / "raw" / "war-and-peace.txt").exists()  # kept: it matched its record
+    # a first-seen file the source does not prepare from is neither kept nor pinned
+    assert not (tmp_path / "tolstoi" / "raw" / "war-and-peace.txt").exists()
+    assert not (tmp_path / "tolstoi" / "checksums.json").exists()
 
 
 def test_tiny_imagenet_zip(server, tmp_path):
@@ -530,3 +545,164 @@ def test_data_modules_are_layered():
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("optrepro.data."):
                 imported.add(node.module.rsplit(".", 1)[-1])
         assert not imported & set(order[i + 1:]), f"optrepro.data.{name} imports {imported & set(order[i + 1:])}"
+
+
+# ------------------------------------------------------------------------------------------ poisoning
+WAR_AND_PEACE = "".join(f"line {i} of the novel\r\n" for i in range(1, 41)).encode()
+
+
+def tolstoi_source(server, body: bytes):
+    """tolstoi, which has no published checksum, served locally."""
+    return local_source("tolstoi", server, {"war-and-peace.txt": body}, checksums=False,
+                        extra={"delete_line_ranges": (), "test_size": 0.2}, expect_lengths={})
+
+
+def cifar10_source(server, body: bytes, checksums: bool):
+    return local_source("cifar10", server, {"cifar-10-python.tar.gz": body}, checksums=checksums,
+                        expect_lengths={"x_train": 10, "x_test": 2})
+
+
+def cifar10_archive() -> bytes:
+    rng = np.random.default_rng(3)
+    members = {f"cifar-10-batches-py/{name}": pickle.dumps({
+        "data": rng.integers(0, 256, (2, 3 * 32 * 32), dtype=np.uint8), "labels": [1, 2]})
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}
+    return tar_gz(members)
+
+
+def pinned(root: Path, source: str) -> dict:
+    path = root / source / "checksums.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def leftovers(root: Path, source: str) -> list[str]:
+    raw = root / source / "raw"
+    return sorted(p.name for p in raw.iterdir()) if raw.exists() else []
+
+
+def refused_then_the_real_file(server, root, source_name, serve_bad, make_source, real: bytes):
+    """Serve a bad copy: the fetch is refused and nothing is pinned or kept; serve the real file: accepted."""
+    source = make_source()
+    path = f"/{source_name}/{source.files[0].name}"
+    serve_bad(path)
+    with pytest.raises(data.DownloadError):
+        fetch(source, root)
+    assert pinned(root, source_name) == {} and leftovers(root, source_name) == []
+    assert not (root / source_name / ".verified").exists()
+    server.files[path], server.headers[path] = real, {}
+    with pytest.warns(data.UnverifiedChecksumWarning):
+        fetch(source, root)
+    assert pinned(root, source_name) == {source.files[0].name: sha256(real)}
+
+
+def test_a_short_transfer_is_refused_and_not_pinned_then_the_real_file_is_accepted(server, tmp_path):
+    def serve_bad(path):
+        server.files[path] = WAR_AND_PEACE[:200]
+        server.headers[path] = {"Content-Length": str(len(WAR_AND_PEACE))}  # the connection ends early
+
+    refused_then_the_real_file(server, tmp_path, "tolstoi", serve_bad,
+                               lambda: tolstoi_source(server, WAR_AND_PEACE), WAR_AND_PEACE)
+
+
+def test_an_html_page_is_refused_and_not_pinned_then_the_real_file_is_accepted(server, tmp_path):
+    def serve_bad(path):
+        server.files[path] = b"<!DOCTYPE html><html><body>Rate limit exceeded</body></html>"
+        server.headers[path] = {"Content-Type": "text/html"}
+
+    refused_then_the_real_file(server, tmp_path, "tolstoi", serve_bad,
+                               lambda: tolstoi_source(server, WAR_AND_PEACE), WAR_AND_PEACE)
+
+
+def test_a_truncated_archive_without_a_published_checksum_is_refused_not_pinned_then_accepted(server, tmp_path):
+    archive = cifar10_archive()
+
+    def serve_bad(path):  # complete as a transfer (its Content-Length is its own), but cut short as an archive
+        server.files[path] = archive[: len(archive) * 2 // 3]
+
+    refused_then_the_real_file(server, tmp_path, "cifar10", serve_bad,
+                               lambda: cifar10_source(server, archive, checksums=False), archive)
+    assert data.load_arrays(cifar10_source(server, archive, checksums=False), tmp_path)["x_train"].shape[0] == 10
+
+
+def test_force_replaces_a_pinned_checksum_and_a_plain_fetch_does_not(server, tmp_path):
+    source = tolstoi_source(server, WAR_AND_PEACE)
+    with pytest.warns(data.UnverifiedChecksumWarning):
+        fetch(source, tmp_path)
+    revised = WAR_AND_PEACE + b"line 41 of the novel\r\n"
+    server.files["/tolstoi/war-and-peace.txt"] = revised
+    (tmp_path / "tolstoi" / ".verified").unlink()
+    (tmp_path / "tolstoi" / "raw" / "war-and-peace.txt").unlink()
+    with pytest.raises(data.DownloadError, match="recorded on first download"):
+        fetch(source, tmp_path)
+    assert pinned(tmp_path, "tolstoi") == {"war-and-peace.txt": sha256(WAR_AND_PEACE)}
+    with pytest.warns(data.UnverifiedChecksumWarning):
+        data.fetch(source, tmp_path, force=True, retries=1, backoff_s=0, timeout_s=5)
+    assert pinned(tmp_path, "tolstoi") == {"war-and-peace.txt": sha256(revised)}
+
+
+def test_what_a_killed_fetch_left_is_removed(server, tmp_path):
+    source = tolstoi_source(server, WAR_AND_PEACE)
+    base = tmp_path / "tolstoi"
+    for path in (base / "raw" / ".war-and-peace.txt.k3j2.part", base / "extracted" / ".x.zip.9a.tmp" / "member",
+                 base / ".prepared.7q.tmp" / "tokens.npy"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    with pytest.warns(data.UnverifiedChecksumWarning):
+        fetch(source, tmp_path)
+    assert leftovers(tmp_path, "tolstoi") == ["war-and-peace.txt"]
+    assert list((base / "extracted").iterdir()) == [] and not list(base.glob(".prepared.*"))
+
+
+def test_the_extracted_folder_is_verified_against_its_marker(server, tmp_path):
+    source = cifar10_source(server, cifar10_archive(), checksums=True)
+    marker = fetch(source, tmp_path)
+    batch = tmp_path / "cifar10" / "extracted" / "cifar-10-python.tar.gz" / "cifar-10-batches-py" / "data_batch_3"
+    body, hits = batch.read_bytes(), len(server.hits)
+    batch.write_bytes(body[:100])  # cut short after the marker was written
+    assert fetch(source, tmp_path) == marker
+    assert batch.read_bytes() == body and len(server.hits) == hits  # extracted again from the verified raw file
+    batch.unlink()
+    fetch(source, tmp_path)
+    assert batch.read_bytes() == body
+
+
+def _cli_fetch(monkeypatch, source, root) -> int:
+    monkeypatch.setitem(sources.SOURCES._entries, source.name, source)
+    return cli_main(["data", "fetch", source.name, "--root", str(root), "--retries", "1", "--timeout", "5"])
+
+
+def _one_line_error(capsys, start: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith(("INFO ", "WARNING "))]  # the log
+    assert len(lines) == 1 and lines[0].startswith(start) and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_download_errors_reach_the_user_as_one_line(server, tmp_path, monkeypatch, capsys):
+    source = tolstoi_source(server, WAR_AND_PEACE)
+    del server.files["/tolstoi/war-and-peace.txt"]  # 404 on every mirror
+    assert _cli_fetch(monkeypatch, source, tmp_path) == 2
+    assert "404" in _one_line_error(capsys, "optrepro data: error: tolstoi: could not download war-and-peace.txt")
+
+
+@pytest.mark.parametrize("damage, error", [(lambda gz: b"not gzip at all" + gz, "BadGzipFile"),
+                                           (lambda gz: gz[: len(gz) // 2], "EOFError")])
+def test_a_damaged_archive_matching_its_published_checksum_is_one_line(server, tmp_path, monkeypatch, capsys,
+                                                                       damage, error):
+    x, y = np.zeros((2, 28, 28)), np.zeros(2)
+    bodies = {"train-images-idx3-ubyte.gz": damage(idx_gz(x)), "train-labels-idx1-ubyte.gz": idx_gz(y),
+              "t10k-images-idx3-ubyte.gz": idx_gz(x), "t10k-labels-idx1-ubyte.gz": idx_gz(y)}
+    source = local_source("mnist", server, bodies, expect_lengths={})  # the checksums are the damaged bytes'
+    assert _cli_fetch(monkeypatch, source, tmp_path) == 2
+    assert error in _one_line_error(capsys, "optrepro data: error: mnist: its files do not extract or decode")
+
+
+def test_sigterm_during_a_download_is_one_line_and_leaves_no_partial_file(server, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    source = tolstoi_source(server, WAR_AND_PEACE * 2000)
+    server.midway["/tolstoi/war-and-peace.txt"] = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    assert _cli_fetch(monkeypatch, source, tmp_path) == 143
+    assert "partial file was removed" in _one_line_error(capsys, "optrepro data: stopped: signal 15")
+    assert leftovers(tmp_path, "tolstoi") == [] and pinned(tmp_path, "tolstoi") == {}

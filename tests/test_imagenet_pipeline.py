@@ -153,8 +153,8 @@ def test_bad_transform_and_problem_arguments_fail_before_any_data():
         JpegTransform(interpolation="nearest")
     with pytest.raises(ValueError, match="unknown train_crop 'center'"):
         problems.get("fuzzy_imagenet_effb3", "smoke", train_crop="center")
-    with pytest.raises(ValueError, match="valid_images must be >= 0"):
-        problems.get("alsals_imagenet_resnet50", "full", valid_images=-1)
+    with pytest.raises(ValueError, match="'valid_images'.*-1 is out of range; valid: an integer >= 0"):
+        problems.get("alsals_imagenet_resnet50", "full", valid_images=-1)  # the registry's declaration
     with pytest.raises(ValueError, match="valid_images must be between 1 and 9"):
         holdout_split(10, 10)
 

@@ -62,7 +62,8 @@ def test_diverging_spec_exits_zero_with_status_diverged(tmp_path):
 
 
 def test_batch_with_a_crashing_spec_finishes_the_others(tmp_path):
-    bad = spec(problem_args={"hidden": -1})  # nn.Linear refuses a negative size at model build time
+    bad = spec(seed=3)  # a spec edited by hand past the plan's checks: the run refuses it when it starts
+    bad["problem_args"] = {**bad["problem_args"], "hidden": -1}
     good = [spec(seed=1, epochs=1), spec(seed=2, epochs=1)]
     manifest = tmp_path / "m.json"
     assert run_batch([good[0], bad, good[1]], tmp_path, manifest=manifest) == 1
@@ -70,7 +71,7 @@ def test_batch_with_a_crashing_spec_finishes_the_others(tmp_path):
     for s in good:
         assert deterministic(tmp_path, s)["status"] == "ok"
     failed = json.loads((tmp_path / "runs" / run_id(bad) / "failed.json").read_text())
-    assert failed["status"] == "failed" and "Linear" in failed["traceback"]
+    assert failed["status"] == "failed" and "'hidden'" in failed["error"]
     assert not (tmp_path / "runs" / run_id(bad) / RESULT).exists()
 
 
@@ -242,6 +243,83 @@ def test_sigterm_writes_a_checkpoint_mid_epoch_and_the_run_resumes_identically(t
     run_one(s, tmp_path / "k")
     assert deterministic(tmp_path / "k", s) == reference
     assert load_result(run_dir)["volatile"]["resumes"] == 1
+
+
+def _sigterm_at_evaluation_batch(monkeypatch, at: int | None) -> list[int]:
+    """Count evaluation batches of DigitsMLP (forward passes in eval mode); send this process SIGTERM during
+    batch number `at` (0-based). Returns the running count."""
+    from optrepro.problems.digits import DigitsMLP
+
+    seen = [0]
+    forward = DigitsMLP.forward
+
+    def counting(self, model, batch, carry=None):
+        if not model.training:
+            if seen[0] == at:
+                os.kill(os.getpid(), signal.SIGTERM)
+            seen[0] += 1
+        return forward(self, model, batch, carry)
+
+    monkeypatch.setattr(DigitsMLP, "forward", counting)
+    return seen
+
+
+def test_sigterm_during_a_runs_last_evaluation_stops_it_there_and_the_resume_owes_it(tmp_path, monkeypatch):
+    from optrepro.stopping import Interrupted
+
+    s = spec(epochs=3)
+    counted = _sigterm_at_evaluation_batch(monkeypatch, at=None)
+    run_one(s, tmp_path / "reference")
+    reference_metrics = (tmp_path / "reference" / "runs" / run_id(s) / METRICS).read_bytes()
+    per_evaluation = counted[0] // 4  # epochs 0..3
+    monkeypatch.undo()
+    counted = _sigterm_at_evaluation_batch(monkeypatch, at=3 * per_evaluation + 1)  # the last evaluation
+    with pytest.raises(Interrupted):
+        run_batch([s], tmp_path / "k", manifest=tmp_path / "k" / "manifest.json")
+    assert counted[0] == 3 * per_evaluation + 2  # stopped after the batch in progress, not at the end
+    run_dir = tmp_path / "k" / "runs" / run_id(s)
+    assert (run_dir / CHECKPOINT).exists() and not (run_dir / RESULT).exists()
+    assert not (tmp_path / "k" / "manifest.json").exists()
+    assert torch.load(run_dir / CHECKPOINT, weights_only=True)["progress"]["eval_pending"]
+    monkeypatch.undo()
+    assert run_batch([s], tmp_path / "k", manifest=tmp_path / "k" / "manifest.json") == 0
+    assert deterministic(tmp_path / "k", s) == deterministic(tmp_path / "reference", s)
+    assert (run_dir / METRICS).read_bytes() == reference_metrics
+
+
+def test_sigterm_between_two_runs_stops_the_batch_before_the_next_and_keeps_the_finished(tmp_path, monkeypatch):
+    from optrepro import runner
+    from optrepro.stopping import Interrupted
+
+    first, second = spec(epochs=1, seed=1), spec(epochs=1, seed=2)
+    real_run_one = runner.run_one
+
+    def signal_after_first(one, results_dir, **kw):
+        done = real_run_one(one, results_dir, **kw)
+        if run_id(one) == run_id(first):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return done
+
+    monkeypatch.setattr(runner, "run_one", signal_after_first)
+    manifest = tmp_path / "manifest.json"
+    with pytest.raises(Interrupted):
+        run_batch([first, second], tmp_path, manifest=manifest)
+    kept = tmp_path / "runs" / run_id(first) / RESULT
+    assert kept.exists() and not (tmp_path / "runs" / run_id(second)).exists() and not manifest.exists()
+    mtime = kept.stat().st_mtime_ns
+    monkeypatch.undo()
+    assert run_batch([first, second], tmp_path, manifest=manifest) == 0
+    assert kept.stat().st_mtime_ns == mtime  # the finished run was not trained again
+    assert [r["run_id"] for r in json.loads(manifest.read_text())["runs"]] == [run_id(first), run_id(second)]
+
+
+def test_a_stopped_batch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    s = spec(epochs=1)
+    (tmp_path / "spec.json").write_text(json.dumps(s))
+    _sigterm_at_evaluation_batch(monkeypatch, at=0)
+    assert cli_main(["run", str(tmp_path / "spec.json"), "--results", str(tmp_path)]) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("optrepro run: stopped: signal 15") and err.count("\n") == 1
 
 
 def test_deferred_spec_is_resolved_from_its_dependency_at_run_time(tmp_path):

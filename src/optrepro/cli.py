@@ -58,17 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["optimizers", "problems", "schedules", "controllers"])
     lst.set_defaults(func=_cmd_list)
 
-    from optrepro import paper, tune, workflow
+    from optrepro import bundle, paper, stopping, tune, workflow
     from optrepro.data import commands as data_commands
     from optrepro.nos import stages as nos_stages
     from optrepro.planners import fuzzy as fuzzy_planner
 
-    for module in (workflow, paper, tune, data_commands, nos_stages, fuzzy_planner):
+    for module in (workflow, paper, tune, data_commands, nos_stages, fuzzy_planner, stopping, bundle):
         module.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from optrepro.stopping import Interrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -77,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input (unknown names, bad values) gets one clear line, not a traceback.
         print(f"optrepro {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:  # SIGTERM/SIGUSR1: what was finished is kept; a rerun resumes the rest
+        print(f"optrepro {args.command}: stopped: {exc}", file=sys.stderr)
+        return 128 + 15
+    except KeyboardInterrupt:
+        print(f"optrepro {args.command}: stopped by Ctrl-C", file=sys.stderr)
+        return 128 + 2
 
 
 if __name__ == "__main__":

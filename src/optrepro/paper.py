@@ -103,6 +103,41 @@ def build_pdf(scale: str, output: Path, paper_dir: Path = Path("paper"), papers:
         shutil.copyfile(built, output)
 
 
+def figure_captions(section: Path) -> dict[str, str]:
+    """{figure file: caption} of every \\paperfigure{file}{caption} in a section's .tex, the caption as plain
+    text escaped for reStructuredText: what `snakemake --report` shows under each figure
+    (workflow/report/figure.rst). Read from the section alone, so it changes only when the text does."""
+    text = Path(section).read_text() if Path(section).exists() else ""
+    captions = {}
+    for match in re.finditer(r"\\paperfigure\{([^{}]*)\}\{", text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            if text[i] == "\\":
+                i += 2
+                continue
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        captions[match.group(1)] = _rst_escape(tex_to_text(text[match.end():i - 1]))
+    return captions
+
+
+def tex_to_text(tex: str) -> str:
+    """A caption's LaTeX as plain text: quotes, dashes, spaces and escaped characters as characters; commands
+    dropped, their braced arguments kept."""
+    s = re.sub(r"(?<!\\)%.*", "", tex)
+    for a, b in (("``", "\u201c"), ("''", "\u201d"), ("---", "\u2014"), ("--", "\u2013"), ("~", "\u00a0")):
+        s = s.replace(a, b)
+    s = re.sub(r"\\[,;:!]", "\u2009", s)
+    s = re.sub(r"\\([%&#_$ {}])", lambda m: f"\0{ord(m.group(1))}\0", s)  # escaped: kept as characters
+    s = re.sub(r"\\[a-zA-Z]+\*?", "", s).replace("{", "").replace("}", "").replace("$", "")
+    s = re.sub(r"\0(\d+)\0", lambda m: chr(int(m.group(1))), s)
+    return re.sub(r"[ \t\r\n]+", " ", s).strip()  # thin and non-breaking spaces stay
+
+
+def _rst_escape(text: str) -> str:
+    return re.sub(r"([\\*`|_])", r"\\\1", text)
+
+
 class OverfullError(ValueError):
     """Something in the PDF is wider than its space (a table or figure runs off the page)."""
 

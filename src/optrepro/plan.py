@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from optrepro import optim, problems, schedules
+from optrepro import optim, params, problems, schedules
 from optrepro.registry import Registry, check_keys, unknown
 
 # bump when the meaning of a spec field changes. 2: noise and augmentation draw from one stream per run (seeded
@@ -87,22 +87,25 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
               grad_accum: int | None = None, eval_every: int | None = None, device: str = "cpu",
               precision: str = "fp32", problem_args: Mapping[str, Any] | None = None,
               tags: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A fully resolved spec. Every name is checked against its registry before any compute is spent."""
+    """A fully resolved spec. Every name is checked against its registry, every value against what its key
+    accepts (optrepro.params: the optimizer's and problem's declarations), before any compute is spent."""
     problems.registry.check_scale(scale)
     pinfo = problems.info(problem)
     oinfo = optim.info(optimizer)
     hparams = dict(hparams or {})
-    optim.registry.resolve_hparams(optimizer, hparams)  # refuses unknown keys by name
+    oinfo.check_hparams(hparams)  # unknown keys, types and ranges, by name
     resolved = {k: _jsonable(_coerce(k, hparams.get(k, d), d)) for k, d in oinfo.defaults.items()}
     schedule = dict(schedule or {"name": "constant"})
     sname = schedule.pop("name", "constant")
     sargs = dict(schedule.pop("args", {}), **schedule)
-    schedules.build_schedule(sname, **sargs)  # refuses unknown names and arguments
+    _check_args(f"schedule {sname!r}", sargs, schedules.SCHEDULES.get(sname)[1])
+    schedules.build_schedule(sname, **sargs)  # refuses unknown names and arguments, checks ranges
     ctrl = []
     for c in controllers:
         c = dict(c)
         cname = c.pop("name")
         cargs = dict(c.pop("args", {}), **c)
+        _check_args(f"controller {cname!r}", cargs, schedules.CONTROLLERS.get(cname)[1])
         schedules.build_controller(cname, **cargs)
         ctrl.append({"name": cname, "args": cargs})
     check_schedule_applies(optimizer, sname, [c["name"] for c in ctrl])
@@ -113,6 +116,13 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
     if precision not in PRECISIONS:
         raise unknown("precision", precision, PRECISIONS)
     defaults = pinfo.defaults[scale]
+    for key, value in (("seed", seed), ("init_seed", init_seed), ("data_seed", data_seed), ("noise_seed", noise_seed)):
+        if value is not None:
+            SEED.check(key, value)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("grad_accum", grad_accum),
+                       ("eval_every", eval_every)):
+        if value is not None:
+            COUNT.check(key, value)
     spec = {
         "spec_version": SPEC_VERSION,
         "paper": paper,
@@ -141,6 +151,18 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
             raise ValueError(f"{key} must be >= 1, got {spec[key]}")
     canonical_json(spec)  # fails early on NaN/inf or non-JSON values
     return spec
+
+
+SEED = params.integer(0)
+COUNT = params.integer(1)
+
+
+def _check_args(what: str, args: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """A schedule's or controller's arguments: known keys, each of its default's kind (a number, never a
+    boolean, where the default is a number); the factory checks the ranges."""
+    check_keys(f"argument for {what}", args, defaults)
+    for key, value in args.items():
+        params.loose(defaults[key]).check(f"argument {key!r} of {what}", value)
 
 
 def check_schedule_applies(optimizer: str, schedule: str, controllers: Iterable[str]) -> None:

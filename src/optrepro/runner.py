@@ -71,29 +71,37 @@ def run_one(spec: Mapping[str, Any], results_dir: Path, **train_kwargs) -> dict[
 def run_batch(entries: Iterable[Mapping[str, Any]], results_dir: Path, *, manifest: Path | None = None,
               batch_name: str = "", scale: str = "", threads: int | None = None,
               overhead_log: list | None = None, **train_kwargs) -> int:
-    """Run every entry (spec or deferred spec); return 0 when all are complete, 1 when any failed."""
-    from optrepro.train import Interrupted
+    """Run every entry (spec or deferred spec); return 0 when all are complete, 1 when any failed.
+
+    SIGTERM/SIGUSR1 stop the batch within one step or evaluation batch (optrepro.train.Interrupted): the run in
+    progress writes a checkpoint, finished runs keep their results, and no further run starts."""
+    from optrepro.stopping import Interrupted, StopSignals
 
     configure_torch(threads)
     runs, failures = [], 0
-    for entry in entries:
-        t0 = time.perf_counter()
-        try:
-            spec = resolve_deferred(entry) if entry.get("deferred") else entry
-            runs.append(run_one(spec, results_dir, **train_kwargs))
-        except Interrupted:
-            raise
-        except Exception as exc:  # a crashing spec must not take the batch down with it
-            failures += 1
-            key = entry.get("key") if entry.get("deferred") else run_id(entry)
-            run_dir = Path(results_dir) / "runs" / key
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_dir / FAILED, {"run_id": key, "status": "failed", "error": repr(exc),
-                                                 "traceback": traceback.format_exc()})
-            print(f"optrepro: run {key} failed: {exc!r}", flush=True)
-            runs.append({"run_id": key, "status": "failed", "dir": str(run_dir)})
-        if overhead_log is not None:
-            overhead_log.append(time.perf_counter() - t0)
+    with StopSignals() as signals:
+        for entry in entries:
+            if signals.received is not None:  # arrived between runs, or after a run's last check
+                raise Interrupted(f"signal {signals.received}: the batch stops before its next run")
+            t0 = time.perf_counter()
+            try:
+                spec = resolve_deferred(entry) if entry.get("deferred") else entry
+                runs.append(run_one(spec, results_dir, **train_kwargs))
+            except Interrupted:
+                raise
+            except Exception as exc:  # a crashing spec must not take the batch down with it
+                failures += 1
+                key = entry.get("key") if entry.get("deferred") else run_id(entry)
+                run_dir = Path(results_dir) / "runs" / key
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(run_dir / FAILED, {"run_id": key, "status": "failed", "error": repr(exc),
+                                                     "traceback": traceback.format_exc()})
+                print(f"optrepro: run {key} failed: {exc!r}", flush=True)
+                runs.append({"run_id": key, "status": "failed", "dir": str(run_dir)})
+            if overhead_log is not None:
+                overhead_log.append(time.perf_counter() - t0)
+        if signals.received is not None:  # the last run finished: its result stays, the manifest waits
+            raise Interrupted(f"signal {signals.received}: the batch stopped after its last run")
     if manifest is not None and failures == 0:
         atomic_write_json(Path(manifest), {"batch": batch_name, "scale": scale, "runs": runs})
     return 1 if failures else 0

@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,6 +44,7 @@ from optrepro.io import atomic_write_json, truncate_lines
 from optrepro.optim.registry import LR_MULTIPLIER
 from optrepro.plan import check_schedule_applies
 from optrepro.provenance import provenance
+from optrepro.stopping import Interrupted, StopSignals  # noqa: F401 (Interrupted: part of this module's API)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -55,31 +55,8 @@ LOG_EVERY_STEPS = 50
 NOISE_STREAM, AUGMENT_STREAM = -1, -2
 
 
-class Interrupted(Exception):
-    """SIGTERM/SIGUSR1 arrived: a checkpoint was written and the run stops; a later job resumes it."""
-
-
-class _Signals:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks after each step (SLURM sends them before a kill)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+class _EvaluationStopped(Exception):
+    """A stop signal arrived during an evaluation: the evaluation is abandoned and done again on resume."""
 
 
 def derived_seed(*parts: int) -> int:
@@ -121,8 +98,10 @@ def _autocast(spec, device, full_precision: bool = False):
 
 
 @torch.no_grad()
-def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | None = None) -> dict[str, float]:
-    """Mean metrics over the first `limit` examples of `split` (all by default), in order, unaugmented."""
+def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | None = None,
+             signals: StopSignals | None = None) -> dict[str, float]:
+    """Mean metrics over the first `limit` examples of `split` (all by default), in order, unaugmented.
+    A signal on `signals` abandons the evaluation after the batch in progress (_EvaluationStopped)."""
     n = len(split) if limit is None else min(limit, len(split))
     was_training = model.training
     model.eval()
@@ -148,6 +127,9 @@ def evaluate(problem, model, split, batch_size: int, device, spec, limit: int | 
             names = list(sums)
         rows.append(torch.stack([torch.as_tensor(sums[k], device=device).detach() for k in names]))
         count += out.count
+        if signals is not None and signals.received is not None:
+            model.train(was_training)
+            raise _EvaluationStopped()
     model.train(was_training)
     if not rows:
         return {}
@@ -220,6 +202,7 @@ class Trainer:
         self.at_best_valid: dict[str, Any] = {}
         self.metrics_lines = 0
         self.evaluated_epoch0 = False
+        self.eval_pending = False  # an evaluation was due when a signal stopped the run: done first on resume
         self.status = "ok"
         self.diverged_at_step: int | None = None
         self.resumes = 0
@@ -238,7 +221,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
                          "forward_passes": self.forward_passes, "backward_passes": self.backward_passes,
                          "metrics_lines": self.metrics_lines, "evaluated_epoch0": self.evaluated_epoch0,
-                         "resumes": self.resumes},
+                         "eval_pending": self.eval_pending, "resumes": self.resumes},
             "rng": {"noise": self.noise.get_state(), "augment": self.augment.get_state()},
             "pending_losses": [loss.detach() for loss in self.pending_losses],
             "final": self.final,
@@ -298,16 +281,16 @@ class Trainer:
             else:
                 group[LR_MULTIPLIER] = factor
 
-    def evaluate_all(self) -> dict[str, float]:
+    def evaluate_all(self, signals: StopSignals | None = None) -> dict[str, float]:
         record: dict[str, float] = {}
         evaluated: dict[str, dict[str, float]] = {}
         for split_name in ("train", "valid", "test"):
             if split_name not in self.splits:
                 continue
             limit = self.problem.train_eval_size if split_name == "train" else None
-            values = evaluate(self.problem, self.model, self.splits[split_name], self.eval_batch_size,
-                              self.device, self.spec, limit)
-            evaluated[split_name] = values
+            evaluated[split_name] = evaluate(self.problem, self.model, self.splits[split_name],
+                                             self.eval_batch_size, self.device, self.spec, limit, signals)
+        for split_name, values in evaluated.items():  # state changes only once every split is evaluated
             best = self.best.setdefault(split_name, {})
             for metric, value in values.items():
                 if _better(metric, value, best.get(metric), self.problem.higher_is_better):
@@ -322,9 +305,9 @@ class Trainer:
             self.at_best_valid = {**evaluated, "epoch": self.epoch, "step": self.global_step}
         return record
 
-    def eval_and_log(self) -> bool:
+    def eval_and_log(self, signals: StopSignals | None = None) -> bool:
         """Evaluate, log, feed the controllers; False when the evaluation diverged."""
-        record = self.evaluate_all()
+        record = self.evaluate_all(signals)
         self.log({"kind": "eval", "epoch": self.epoch, "step": self.global_step,
                   "lr_factor": self.lr_factor(self.global_step), **record})
         if not all(math.isfinite(v) for v in record.values()):
@@ -421,12 +404,13 @@ class Trainer:
     def _loop(self, bar) -> None:
         spec = self.spec
         last_ckpt = time.monotonic()
-        with _Signals() as signals:
+        with StopSignals() as signals:
             if not self.evaluated_epoch0:
                 self.evaluated_epoch0 = True
-                if not self.eval_and_log():
-                    self.status = "diverged"
-            while self.status == "ok" and self.epoch < spec["epochs"]:
+                self.eval_pending = True
+            # the epoch-0 evaluation, or the one a signal interrupted (the run stops here if it says so)
+            stopped = self.eval_pending and self._due_evaluation(signals)
+            while not stopped and self.status == "ok" and self.epoch < spec["epochs"]:
                 order = self.epoch_order()
                 while self.step_in_epoch < self.steps_per_epoch:
                     self._check_syncs(True)
@@ -442,8 +426,7 @@ class Trainer:
                         self.status = "diverged"
                         break
                     if signals.received is not None:
-                        self.save_checkpoint()
-                        raise Interrupted(f"signal {signals.received}: checkpoint written at step {self.global_step}")
+                        self._interrupt(signals)
                     if due:
                         self.save_checkpoint()
                         last_ckpt = time.monotonic()
@@ -457,13 +440,33 @@ class Trainer:
                 self.step_in_epoch = 0
                 self.carry = None
                 if self.epoch % spec["eval_every"] == 0 or self.epoch == spec["epochs"]:
-                    if not self.eval_and_log():
-                        self.status = "diverged"
-                    elif any(c.should_stop for c in self.controllers):
+                    self.eval_pending = True
+                    if self._due_evaluation(signals):
                         break
+                if signals.received is not None and self.epoch < spec["epochs"]:  # the last epoch: finish
+                    self._interrupt(signals)
                 if time.monotonic() - last_ckpt >= self.checkpoint_every_s:
                     self.save_checkpoint()
                     last_ckpt = time.monotonic()
+
+    def _due_evaluation(self, signals: StopSignals) -> bool:
+        """The evaluation due now (eval_pending), then the controllers' verdict; True when the run stops here
+        (diverged, or a controller's stop after training started). A signal during it writes a checkpoint that
+        still owes the evaluation, so the resumed run logs it exactly as an uninterrupted one."""
+        try:
+            ok = self.eval_and_log(signals)
+        except _EvaluationStopped:
+            ok = False
+            self._interrupt(signals)
+        self.eval_pending = False
+        if not ok:
+            self.status = "diverged"
+            return True
+        return self.epoch > 0 and any(c.should_stop for c in self.controllers)
+
+    def _interrupt(self, signals: StopSignals) -> None:
+        self.save_checkpoint()
+        raise Interrupted(f"signal {signals.received}: checkpoint written at step {self.global_step}")
 
     def result(self, wall_time_s: float) -> dict[str, Any]:
         forward_only = self.forward_passes - self.backward_passes

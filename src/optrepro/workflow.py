@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from optrepro import plan as planmod
 from optrepro import problems
 from optrepro.planners import get_planner
+from optrepro.registry import UnknownNameError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ALL = "all"  # `papers: all`, `problems: all`
@@ -43,21 +44,26 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-def _read_yaml(path: Path) -> Any:
+class ConfigError(ValueError):
+    """A configuration refused before any job: the message names the file, the key and what is valid."""
+
+
+def read_yaml(path: Path) -> Any:
     """A YAML file, with a parse error that names the file (not `<unicode string>`)."""
     import yaml
 
     try:
-        return yaml.safe_load(Path(path).read_text())
+        with open(path) as stream:  # a stream, so that the parser's messages name the file and line
+            return yaml.safe_load(stream)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def available_papers(config_dir: Path) -> list[str]:
     """Every paper with a config file, in typesetting order (`order:` in its config, then the name)."""
     found = []
     for path in (Path(config_dir) / "papers").glob("*.yaml"):
-        raw = _read_yaml(path) or {}
+        raw = read_yaml(path) or {}
         order = raw.get("order", DEFAULT_ORDER) if isinstance(raw, Mapping) else DEFAULT_ORDER
         found.append((order if isinstance(order, int) else DEFAULT_ORDER, path.stem))
     return [name for _, name in sorted(found)]
@@ -74,13 +80,14 @@ def enabled_papers(config: Mapping[str, Any], config_dir: Path) -> list[str]:
         if paper not in choices:
             from optrepro.registry import unknown
 
-            raise unknown("paper in `papers` (each needs config/papers/<paper>.yaml)", paper, choices)
+            error = unknown("paper in `papers` (each needs config/papers/<paper>.yaml)", paper, choices)
+            raise ConfigError(f"{Path(config_dir) / 'config.yaml'} (with --config overrides): at papers: {error}")
     return list(papers)
 
 
 def paper_title(config_dir: Path, paper: str) -> str:
     """The section title of a paper (its config's `title:`; the paper's name when it has none)."""
-    raw = _read_yaml(Path(config_dir) / "papers" / f"{paper}.yaml") or {}
+    raw = read_yaml(Path(config_dir) / "papers" / f"{paper}.yaml") or {}
     return str(raw.get("title", paper)) if isinstance(raw, Mapping) else paper
 
 
@@ -91,7 +98,7 @@ def paper_config(config_dir: Path, paper: str, scale: str) -> dict[str, Any]:
         from optrepro.registry import unknown
 
         raise unknown("paper", paper, available_papers(config_dir))
-    raw = _read_yaml(path) or {}
+    raw = read_yaml(path) or {}
     smoke = raw.pop("smoke", {}) or {}
     return deep_merge(raw, smoke) if scale == "smoke" else raw
 
@@ -207,15 +214,15 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
     scale = config["scale"]
     entries: list[dict] = []
     for paper in enabled_papers(config, config_dir):
-        pconfig = paper_config(config_dir, paper, scale)
-        pconfig["paper"] = paper
-        planner = get_planner(pconfig.get("planner", "grid"))
-        entries.extend(e.to_json() if isinstance(e, planmod.DeferredSpec) else e
-                       for e in planner(pconfig, scale, config))
+        entries.extend(paper_entries(config, config_dir, paper, scale))
     problems_wanted = config.get("problems", ALL)
     if problems_wanted != ALL:  # only these problems, e.g. the ones a CPU can run at full scale
         for name in problems_wanted:
-            problems.info(name)  # an unknown name is refused with the valid ones
+            try:
+                problems.info(name)  # an unknown name is refused with the valid ones
+            except UnknownNameError as exc:
+                raise ConfigError(f"{Path(config_dir) / 'config.yaml'} (with --config overrides): at problems: "
+                                  f"{exc}") from None
         entries = [e for e in entries if (e["template"] if e.get("deferred") else e)["problem"] in problems_wanted]
     unique, requests = planmod.unique_entries(entries)
     results_dir = f"{config.get('results_dir', 'results')}/{scale}"
@@ -228,6 +235,37 @@ def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, d
         for paper, tags in papers.items():
             by_paper.setdefault(paper, {})[key] = tags
     return batches, by_paper
+
+
+def paper_entries(config: Mapping[str, Any], config_dir: Path, paper: str, scale: str) -> list[dict[str, Any]]:
+    """What one paper's config plans at `scale`: every value checked (optrepro.plan.make_spec), and any error
+    named with the paper's file and the scale. A paper that plans no run is refused too (its report would have
+    nothing to read)."""
+    path = Path(config_dir) / "papers" / f"{paper}.yaml"
+    where = f"{path} (at {scale} scale{', its smoke: block merged in' if scale == 'smoke' else ''})"
+    try:
+        pconfig = paper_config(config_dir, paper, scale)
+        pconfig["paper"] = paper
+        planner = get_planner(pconfig.get("planner", "grid"))
+        entries = [e.to_json() if isinstance(e, planmod.DeferredSpec) else e for e in planner(pconfig, scale, config)]
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except KeyError as exc:  # a planner reading a key the config lacks
+        raise ConfigError(f"{where}: missing key {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not entries:
+        raise ConfigError(f"{where}: plans no run. Give it at least one experiment (an empty list in its smoke: "
+                          f"block replaces the full-scale one), or leave {paper!r} out of `papers:` in the config")
+    return entries
+
+
+def check_other_scale(config: Mapping[str, Any], config_dir: Path) -> None:
+    """Plan the enabled papers at the scale not being run, and throw the result away: a mistake in a paper's
+    full-scale protocol is refused by a smoke run, and one in its smoke block by a full run."""
+    other = next(s for s in problems.registry.SCALES if s != config["scale"])
+    for paper in enabled_papers(config, config_dir):
+        paper_entries({**config, "scale": other}, config_dir, paper, other)
 
 
 def write_plan(batches: Mapping[str, dict], root: Path,
@@ -266,6 +304,7 @@ def load_plan(config: Mapping[str, Any], config_dir: Path = Path("config")) -> P
         plan = Plan(root, json.loads(index_path.read_text()))
     else:
         batches, requests = build_plan(config, config_dir)
+        check_other_scale(config, config_dir)  # once per change of config or code, like the plan
         plan = Plan(root, write_plan(batches, root, requests))
         _prune_plans(plans, keep=root)
     current = plans / "current"
@@ -310,9 +349,9 @@ def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:
 # --- CLI ---------------------------------------------------------------------------------------------
 
 def _cmd_plan(args) -> int:
-    import yaml
-
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = read_yaml(Path(args.config))
+    if not isinstance(config, dict):
+        raise ConfigError(f"{args.config}: the top level must be a mapping of keys")
     if args.scale:
         config["scale"] = args.scale
     validate_config(config, Path(args.config).parent, Path(args.schema_dir))
@@ -331,8 +370,22 @@ def paper_schema(paper: str, pconfig: Mapping[str, Any], schema_dir: Path) -> Pa
     return own if own.exists() else Path(schema_dir) / "papers" / f"{pconfig.get('planner', 'grid')}.schema.yaml"
 
 
+def _schema_hint(error) -> str:
+    """What the schema accepts where `error` happened, for the message (jsonschema's own names the bad value)."""
+    compact = lambda x: json.dumps(x, separators=(", ", ": "))  # noqa: E731
+    if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), Mapping):
+        return f"; valid keys: {', '.join(sorted(error.schema['properties']))}"
+    if error.validator in ("oneOf", "anyOf"):
+        return "; valid: " + " or ".join(compact(sub) for sub in error.validator_value)
+    if error.validator in ("type", "const", "pattern"):
+        return f"; valid: {compact({k: v for k, v in error.schema.items() if k != 'description'})}"
+    return ""
+
+
 def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Path) -> None:
-    """Validate config.yaml and every enabled paper's config against their JSON schemas (names the bad key)."""
+    """Validate config.yaml and every enabled paper's config (both scales' blocks) against their JSON schemas;
+    a message names the file, the key and what is valid. Values are checked against the optimizers' and
+    problems' declarations when the plan is built (load_plan, also for the scale not being run)."""
     import jsonschema
     import yaml
 
@@ -342,18 +395,24 @@ def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Pat
         if errors:
             e = errors[0]
             where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-            raise ValueError(f"{what}: at {where}: {e.message}")
+            raise ConfigError(f"{what}: at {where}: {e.message}{_schema_hint(e)}")
 
-    check(config, schema_dir / "config.schema.yaml", "config")
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{Path(config_dir) / 'config.yaml'}: the top level must be a mapping of keys")
+    check(config, schema_dir / "config.schema.yaml", f"{Path(config_dir) / 'config.yaml'} (with --config overrides)")
     for paper in enabled_papers(config, config_dir):
-        pconfig = _read_yaml(Path(config_dir) / "papers" / f"{paper}.yaml") or {}
+        path = Path(config_dir) / "papers" / f"{paper}.yaml"
+        pconfig = read_yaml(path) or {}
         if not isinstance(pconfig, Mapping):
-            raise ValueError(f"config/papers/{paper}.yaml: the top level must be a mapping of keys")
-        get_planner(pconfig.get("planner", "grid"))  # an unknown planner is named with the valid choices
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        try:
+            get_planner(pconfig.get("planner", "grid"))  # an unknown planner is named with the valid choices
+        except UnknownNameError as exc:
+            raise ConfigError(f"{path}: at planner: {exc}") from None
         schema = paper_schema(paper, pconfig, schema_dir)
         if not schema.exists():
-            raise ValueError(f"config/papers/{paper}.yaml: no schema {schema}")
-        check(pconfig, schema, f"config/papers/{paper}.yaml")
+            raise ConfigError(f"{path}: no schema {schema}")
+        check(pconfig, schema, str(path))
 
 
 def add_commands(sub) -> None:

@@ -4,6 +4,9 @@
 # Byte-reproducible: SOURCE_DATE_EPOCH + FORCE_SOURCE_DATE fix pdfTeX's dates, \pdftrailerid{} its ID.
 
 
+from optrepro.paper import figure_captions
+
+
 def _optional(path):
     return [path] if Path(path).exists() else []
 
@@ -23,9 +26,12 @@ rule paper_report:
     input:
         unpack(_paper_report_inputs),
     output:
-        directory(f"paper/generated/{SCALE}/{{paper}}"),
+        # `snakemake --report`: every figure of the section, with the caption the section gives it
+        report(directory(f"paper/generated/{SCALE}/{{paper}}"), patterns=["{figure}.pdf"],
+               caption="../report/figure.rst", category="{paper}"),
     params:
         scale=SCALE,
+        figure_captions=lambda wc: figure_captions(Path("paper", "sections", f"{wc.paper}.tex")),
         title=lambda wc: paper_title(Path("config"), wc.paper),
         plan=lambda wc: PLAN.digest(wc.paper),
         requests=lambda wc: f"{PLAN_CURRENT}/papers/{wc.paper}.json",
@@ -42,7 +48,7 @@ rule paper_report:
 rule report_pdf:
     localrule: True
     output:
-        REPORT_PDF,
+        report(REPORT_PDF, caption="../report/pdf.rst", category="Report"),
     input:
         generated=[generated(p) for p in REPORTED_PAPERS],
         registers=sorted(str(p) for p in Path("paper/ambiguity").glob("*.yaml")),

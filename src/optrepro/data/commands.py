@@ -22,12 +22,28 @@ def _check_source(name: str) -> sources.Source:
     return source
 
 
+def _raise_interrupted(signum, frame):
+    from optrepro.stopping import Interrupted
+
+    raise Interrupted(f"signal {signum}: the download stopped; its partial file was removed, a rerun starts over")
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from optrepro.data.download import fetch
+    """Errors are one line (optrepro.cli prints ValueErrors and Interrupted so); a SIGTERM stops the fetch
+    through its clean-up, so no partial file is left."""
+    import signal
+
+    from optrepro.data.download import DownloadError, fetch
 
     source = _check_source(args.source)  # bad names fail before any download
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    marker = fetch(source, args.root, force=args.force, retries=args.retries, timeout_s=args.timeout)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        marker = fetch(source, args.root, force=args.force, retries=args.retries, timeout_s=args.timeout)
+    except DownloadError as exc:
+        raise ValueError(f"{source.name}: {exc}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{source.name}: verified ({marker})")
     return 0
 

@@ -6,12 +6,20 @@ The top layer of optrepro.data: the layout of a source's files (layout.py) and t
 below it. checksums.json records the sha256 seen for every file (trust on first use where no checksum is
 published).
 
-Everything is idempotent: a source with its marker is skipped; a raw file matching its checksum is not
-downloaded again; an archive already unpacked is not unpacked again.
+A file without a published checksum cannot poison that record: a download must be as long as its
+Content-Length, must not be an HTML page, and an archive must read to its end (layout.integrity_problem), or
+the next mirror is tried; and its sha256 is pinned only once the whole source has been extracted and prepared
+from it. A file that fails any of this is removed, never pinned. `force=True` downloads such files again and
+replaces their pinned sha256 (published checksums always hold).
+
+Everything is idempotent: a source with its marker is skipped once its extracted folders still match the
+marker; a raw file matching its checksum is not downloaded again; an archive already unpacked is not unpacked
+again; what a killed fetch left (partial downloads, half-extracted archives) is removed first.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -25,8 +33,9 @@ from pathlib import Path
 
 from optrepro.data import sources as _sources
 from optrepro.data.arrays import prepare
-from optrepro.data.layout import (CHUNK, extracted_dir, file_digests, is_verified, marker_path, raw_dir,
-                                  resolve_source, safe_extract, source_dir)
+from optrepro.data.layout import (ARCHIVE_ERRORS, CHUNK, extracted_dir, file_digests, integrity_problem, is_verified,
+                                  marker_path, raw_dir, remove_stale, resolve_source, safe_extract, source_dir,
+                                  tree_digest)
 from optrepro.data.sources import RemoteFile, Source
 from optrepro.io import atomic_write_json
 
@@ -37,11 +46,15 @@ OFFLINE_ENV = "OPTREPRO_OFFLINE"  # "1": never touch the network, use only files
 
 
 class DownloadError(RuntimeError):
-    """Every mirror and retry failed for one file; the message lists each attempt."""
+    """Every mirror and retry failed for one file; the message (one line) lists each attempt."""
 
 
 class ChecksumError(ValueError):
     pass
+
+
+class CorruptDataError(ValueError):
+    """A source's files are there but do not extract or decode (a damaged archive that matches its checksum)."""
 
 
 class UnverifiedChecksumWarning(UserWarning):
@@ -74,8 +87,9 @@ def download_file(spec: RemoteFile, dest: Path, *, recorded_sha256: str | None =
                   backoff_s: float = 2.0, timeout_s: float = 60.0) -> dict[str, str]:
     """Download `spec` to `dest`, trying every mirror in order, `retries` rounds; return its digests.
 
-    A download that fails its size or checksum (corrupted, truncated, an HTML error page) is removed and the
-    next mirror is tried. Only a verified file is renamed to `dest`.
+    A download that fails its length (Content-Length), size or checksum, or, without a published checksum, is an
+    HTML page or an archive that does not read to its end, is removed and the next mirror is tried. Only a
+    verified file is renamed to `dest`.
     """
     if os.environ.get(OFFLINE_ENV) == "1":
         raise DownloadError(f"{spec.name}: not present in {dest.parent} and {OFFLINE_ENV}=1 forbids downloads")
@@ -91,66 +105,102 @@ def download_file(spec: RemoteFile, dest: Path, *, recorded_sha256: str | None =
                 md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
                 request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
                 with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout_s) as response:
-                    while chunk := response.read(CHUNK):
-                        out.write(chunk)
-                        md5.update(chunk)
-                        sha256.update(chunk)
-                        size += len(chunk)
+                    announced = response.headers.get("Content-Length")
+                    try:
+                        while chunk := response.read(CHUNK):
+                            out.write(chunk)
+                            md5.update(chunk)
+                            sha256.update(chunk)
+                            size += len(chunk)
+                    except http.client.IncompleteRead as exc:
+                        size += len(exc.partial)
+                    if announced is not None and announced.isdigit() and size != int(announced):
+                        raise ChecksumError(f"short transfer: {size} of the {announced} bytes announced")
                 digests = {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
                 problem = check_digests(spec, digests, size, recorded_sha256)
+                if problem is None and not spec.verified:  # nothing published to hold it to: is it what it says?
+                    problem = integrity_problem(tmp, spec.name)
                 if problem:
                     raise ChecksumError(problem)
                 os.replace(tmp, dest)
                 log.info("downloaded %s from %s (%d bytes, sha256 %s)", spec.name, url, size, digests["sha256"])
                 return digests
-            except (OSError, urllib.error.URLError, ChecksumError) as exc:  # HTTPError is a URLError
+            except (OSError, urllib.error.URLError, http.client.HTTPException, ChecksumError) as exc:
                 failures.append(f"round {round_ + 1} {url}: {type(exc).__name__}: {exc}")
                 log.warning("download of %s failed (%s); trying the next mirror", spec.name, failures[-1])
             finally:
                 tmp.unlink(missing_ok=True)
     raise DownloadError(
-        f"could not download {spec.name} ({len(failures)} attempts):\n  " + "\n  ".join(failures)
-        + f"\nYou can place the file by hand at {dest}; its checksum is still checked.")
+        f"could not download {spec.name} ({len(failures)} attempts: " + "; ".join(failures)
+        + f"). You can place the file by hand at {dest}; its checksum is still checked.")
 
 
 # ----------------------------------------------------------------------------------------------- fetch
-def ensure_files(source: str | Source, root: str | Path, *, retries: int = 3, backoff_s: float = 2.0,
-                 timeout_s: float = 60.0) -> dict[str, dict[str, str]]:
-    """Make every raw file of `source` present and verified; return {file name: digests}."""
+def ensure_files(source: str | Source, root: str | Path, *, force: bool = False, retries: int = 3,
+                 backoff_s: float = 2.0, timeout_s: float = 60.0) -> dict[str, dict[str, str]]:
+    """Make every raw file of `source` present and verified; return {file name: digests}. Pins nothing
+    (`pin_checksums` does, once the source is extracted and prepared). `force`: files without a published
+    checksum are downloaded again, whatever sha256 is pinned for them."""
     source = resolve_source(source)
     raw = raw_dir(root, source.name)
     recorded = _read_recorded(root, source.name)
     seen: dict[str, dict[str, str]] = {}
     for spec in source.files:
         dest = raw / spec.name
+        pinned = None if force else recorded.get(spec.name)
         digests = None
-        if dest.is_file():
+        if dest.is_file() and not (force and not spec.verified):
             digests = file_digests(dest)
-            problem = check_digests(spec, digests, dest.stat().st_size, recorded.get(spec.name))
+            problem = check_digests(spec, digests, dest.stat().st_size, pinned)
+            if problem is None and not spec.verified and pinned is None:  # first seen (placed by hand)
+                problem = integrity_problem(dest, spec.name)
             if problem:
                 log.warning("%s: present but bad (%s); removed and downloaded again", dest, problem)
                 dest.unlink()
                 digests = None
         if digests is None:
-            digests = download_file(spec, dest, recorded_sha256=recorded.get(spec.name), retries=retries,
-                                    backoff_s=backoff_s, timeout_s=timeout_s)
-        if not spec.verified and spec.name not in recorded:
-            warnings.warn(
-                f"{source.name}/{spec.name}: no published checksum exists; recorded the sha256 seen now "
-                f"({digests['sha256']}) in {source_dir(root, source.name) / 'checksums.json'}. Later downloads "
-                "must match it, but this first copy is trusted unchecked.", UnverifiedChecksumWarning, stacklevel=2)
-        recorded[spec.name] = digests["sha256"]
+            digests = download_file(spec, dest, recorded_sha256=pinned, retries=retries, backoff_s=backoff_s,
+                                    timeout_s=timeout_s)
         seen[spec.name] = digests
-    if source.files:
-        atomic_write_json(source_dir(root, source.name) / "checksums.json", recorded)
     return seen
 
 
-def extract_all(source: str | Source, root: str | Path) -> None:
+def pin_checksums(source: Source, root: str | Path, seen: dict[str, dict[str, str]]) -> None:
+    """Record the sha256 of every file in checksums.json (trust on first use where none is published)."""
+    recorded = _read_recorded(root, source.name)
+    for spec in source.files:
+        sha = seen[spec.name]["sha256"]
+        if not spec.verified and recorded.get(spec.name) != sha:
+            warnings.warn(
+                f"{source.name}/{spec.name}: no published checksum exists; recorded the sha256 seen now "
+                f"({sha}) in {source_dir(root, source.name) / 'checksums.json'}, after the source extracted and "
+                "prepared from it. Later downloads must match it, but this first copy is trusted unchecked.",
+                UnverifiedChecksumWarning, stacklevel=3)
+        recorded[spec.name] = sha
+    if source.files:
+        atomic_write_json(source_dir(root, source.name) / "checksums.json", recorded)
+
+
+def extract_all(source: str | Source, root: str | Path) -> dict[str, str]:
+    """Unpack every archive of `source`; return {archive: digest of its extracted folder} for the marker."""
     source = resolve_source(source)
+    digests = {}
     for spec in source.files:
         if spec.extract:
-            safe_extract(raw_dir(root, source.name) / spec.name, extracted_dir(root, source.name) / spec.name)
+            target = safe_extract(raw_dir(root, source.name) / spec.name, extracted_dir(root, source.name) / spec.name)
+            digests[spec.name] = tree_digest(target)
+    return digests
+
+
+def extracted_changed(source: Source, root: str | Path, marker: Path) -> list[str]:
+    """The archives whose extracted folder no longer matches the digest its marker recorded."""
+    recorded = json.loads(marker.read_text()).get("extracted", {})
+    changed = []
+    for name, digest in recorded.items():
+        folder = extracted_dir(root, source.name) / name
+        if not folder.is_dir() or tree_digest(folder) != digest:
+            changed.append(name)
+    return changed
 
 
 def fetch(source: str | Source, root: str | Path = "data", *, force: bool = False, requirements: bool = True,
@@ -158,7 +208,8 @@ def fetch(source: str | Source, root: str | Path = "data", *, force: bool = Fals
     """Download, verify, extract and prepare one source; return its marker path. Idempotent.
 
     `requirements`: fetch the sources this one needs first (a tokenizer for GLUE and OpenWebText).
-    `force`: re-check every file and redo extraction and preparation even if the marker exists.
+    `force`: re-check every file and redo extraction and preparation even if the marker exists; download again
+    the files without a published checksum, replacing their pinned sha256.
     """
     from filelock import FileLock
 
@@ -176,20 +227,43 @@ def fetch(source: str | Source, root: str | Path = "data", *, force: bool = Fals
     marker = marker_path(root, source.name)
     source_dir(root, source.name).mkdir(parents=True, exist_ok=True)
     with FileLock(str(source_dir(root, source.name) / ".lock")):
+        for stale in remove_stale(root, source.name):
+            log.info("%s: removed %s, left by a fetch that was killed", source.name, stale)
         if marker.is_file() and not force:
-            log.info("%s: already verified (%s)", source.name, marker)
-            return marker
+            changed = extracted_changed(source, root, marker)
+            if not changed:
+                log.info("%s: already verified (%s)", source.name, marker)
+                return marker
+            log.warning("%s: the extracted %s no longer match the marker; extracting again",
+                        source.name, ", ".join(changed))
+            for name in changed:
+                shutil.rmtree(extracted_dir(root, source.name) / name, ignore_errors=True)
         marker.unlink(missing_ok=True)
         if force:
             shutil.rmtree(extracted_dir(root, source.name), ignore_errors=True)
-        digests = ensure_files(source, root, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
-        extract_all(source, root)
-        written = prepare(source, root, force=force) if source.prepare else {}
+        recorded = _read_recorded(root, source.name)
+        digests = ensure_files(source, root, force=force, retries=retries, backoff_s=backoff_s, timeout_s=timeout_s)
+        unpinned = [spec for spec in source.files if not spec.verified
+                    and recorded.get(spec.name) != digests[spec.name]["sha256"]]
+        try:
+            extracted = extract_all(source, root)
+            written = prepare(source, root, force=force or bool(unpinned)) if source.prepare else {}
+        except BaseException as exc:
+            # a first-seen file the source does not extract or decode from is not trusted: removed, never pinned
+            for spec in unpinned:
+                (raw_dir(root, source.name) / spec.name).unlink(missing_ok=True)
+                shutil.rmtree(extracted_dir(root, source.name) / spec.name, ignore_errors=True)
+            if isinstance(exc, ARCHIVE_ERRORS):
+                raise CorruptDataError(f"{source.name}: its files do not extract or decode "
+                                       f"({type(exc).__name__}: {exc or 'ends early'})") from exc
+            raise
+        pin_checksums(source, root, digests)
         atomic_write_json(marker, {
             "source": source.name,
             "files": [{"name": spec.name, "sha256": digests[spec.name]["sha256"], "verified": spec.verified,
                        "checksum_source": spec.checksum_source or "recorded on first download"}
                       for spec in source.files],
+            "extracted": extracted,
             "prepared": written,
         })
     return marker

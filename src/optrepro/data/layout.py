@@ -10,9 +10,12 @@ digests and safe extraction. The bottom layer of optrepro.data: arrays.py (decod
 """
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
+import lzma
 import os
+import zlib
 import shutil
 import tarfile
 import tempfile
@@ -28,6 +31,10 @@ CHUNK = 1 << 20
 
 class UnsafeArchiveError(ValueError):
     """An archive member would land outside the target directory (path traversal, absolute path, bad link)."""
+
+
+# What a damaged archive raises while it is read to its end.
+ARCHIVE_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError, zipfile.BadZipFile)
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -67,6 +74,67 @@ def file_digests(path: Path) -> dict[str, str]:
             md5.update(chunk)
             sha256.update(chunk)
     return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
+
+
+def tree_digest(directory: Path) -> str:
+    """A digest of an extracted folder: every file's path and size (cheap enough for 100,000 files; a file
+    deleted, added or cut short changes it)."""
+    directory = Path(directory)
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() or p.is_symlink()):
+        h.update(f"{path.relative_to(directory).as_posix()}\0{path.lstat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def remove_stale(root, name) -> list[Path]:
+    """Remove what a killed fetch leaves behind: partial downloads (raw/.*.part), half-extracted archives
+    (extracted/.*.tmp) and half-prepared arrays (.prepared.*.tmp). Call it holding the source's lock."""
+    base = source_dir(root, name)
+    stale = [*raw_dir(root, name).glob(".*.part"), *extracted_dir(root, name).glob(".*.tmp"),
+             *base.glob(".prepared.*.tmp")]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+# ----------------------------------------------------------------------------------------------- integrity
+HTML_START = (b"<!doctype html", b"<html", b"<head")
+
+
+def integrity_problem(path: Path, name: str) -> str | None:
+    """None when the file `name` (stored at `path`) is what its name says, else why not: an HTML page where a
+    data file was asked for, or an archive that does not read to its end (a truncated or damaged download).
+    Compressed files and archives are read fully, so their checksums (gzip's CRC, zip's CRCs) are checked."""
+    lower = name.lower()
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if not lower.endswith((".html", ".htm")) and head.startswith(HTML_START):
+        return "an HTML page, not the data file (an error or login page served in its place)"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            return f"damaged zip archive (member {bad!r} fails its CRC)" if bad else None
+        if lower.endswith((".tar", ".tgz", ".tar.gz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")):
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile():
+                        stream = tar.extractfile(member)
+                        while stream.read(CHUNK):
+                            pass
+            return None
+        for suffix, opener in ((".gz", gzip.open), (".xz", lzma.open), (".bz2", bz2.open)):
+            if lower.endswith(suffix):
+                with opener(path, "rb") as stream:
+                    while stream.read(CHUNK):
+                        pass
+                return None
+    except (*ARCHIVE_ERRORS, OSError) as exc:
+        return f"not a complete archive ({type(exc).__name__}: {exc or 'ends early'})"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- extraction

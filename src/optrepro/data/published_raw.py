@@ -245,14 +245,15 @@ def fetch_runs(paths: Iterable[str], commit: str, *, cache: str | Path = "data",
                retries: int = 3, backoff_s: float = 2.0) -> list[Path]:
     """Download the results files `paths` at `commit` (verified, cached under `cache`) and add them to the
     stored raw results under `root`. Returns the cell files written."""
-    from optrepro.data.download import ensure_files, raw_dir
+    from optrepro.data.download import ensure_files, pin_checksums, raw_dir
 
     paths = list(paths)
     root = DEFAULT_ROOT if root is None else root
     source = raw_source(paths, commit, repo, base_url=base_url)
-    ensure_files(source, cache, retries=retries, backoff_s=backoff_s)
+    digests = ensure_files(source, cache, retries=retries, backoff_s=backoff_s)
     records = []
     for path in paths:
         raw = json.loads((raw_dir(cache, source.name) / commit / path).read_text())
         records.append(record_from_raw(raw, path=path, commit=commit))
+    pin_checksums(source, cache, digests)  # only copies that parsed as runs are recorded
     return add_runs(records, root, study, repo)

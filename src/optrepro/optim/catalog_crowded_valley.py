@@ -10,6 +10,7 @@ The ranges of betas, final_lr, gamma, alpha and k are the sample ranges observed
 could not be read).
 """
 from optrepro.optim.registry import OptimizerInfo, register
+from optrepro.params import choice, integer, positive
 
 PAPER = "crowded_valley"
 _F = "optrepro.optim.crowded_valley:"
@@ -35,9 +36,16 @@ def _momentum_spaces(name: str, **rest) -> dict:
 IMPL_VERSION = {"adabelief": 2, "lookahead_momentum": 2, "lookahead_radam": 2}
 
 
+# What the hyperparameters without a shared convention accept (optrepro.params.CONVENTIONS has lr, betas, ...):
+# semantics as optim/crowded_valley.py's SEMANTICS, Lookahead's k (steps between syncs), AdaBound's gamma (the
+# bounds' convergence speed).
+HPARAM_TYPES = {"semantics": choice("tf1", "torch"), "k": integer(1), "gamma": positive()}
+
+
 def _cv(name, factory, defaults, search_space, description):
     register(OptimizerInfo(name=name, target=_F + factory, defaults=defaults, impl_version=IMPL_VERSION.get(name, 1),
-                           search_space=search_space, paper=PAPER, description=description))
+                           search_space=search_space, paper=PAPER, description=description,
+                           hparam_types={k: t for k, t in HPARAM_TYPES.items() if k in defaults}))
 
 
 ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, "semantics": "tf1"}

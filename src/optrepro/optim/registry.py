@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from optrepro import params as _params
 from optrepro.registry import Registry, check_keys, import_target, unknown
 
 
@@ -51,6 +52,9 @@ class OptimizerInfo:
     name: str
     target: str  # "module:attr" of a class or factory called as target(params_or_model, **hparams)
     defaults: Mapping[str, Any]  # the one-shot defaults; also the set of accepted hyperparameters
+    # what each hyperparameter accepts (optrepro.params): the ones named here; the others follow the name's
+    # convention (params.CONVENTIONS: lr > 0, betas in [0, 1), ...) or their default's type. Checked at plan time.
+    hparam_types: Mapping[str, _params.Param] = field(default_factory=dict)
     impl_version: int = 1  # bump when a fix changes numbers: it changes every run id that uses it
     search_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     needs_model: bool = False  # takes the nn.Module (structure-aware, e.g. CaAdam), not parameters
@@ -73,6 +77,10 @@ class OptimizerInfo:
                                      ("param_groups", self.param_groups, PARAM_GROUPS)):
             if value not in choices:
                 raise unknown(f"{what} of optimizer {self.name!r}", value, choices)
+        check_keys(f"declared hyperparameter (hparam_types) of optimizer {self.name!r}", self.hparam_types,
+                   self.defaults)
+        for key, param in self.hparam_types.items():
+            param.check(f"default of hyperparameter {key!r} of optimizer {self.name!r}", self.defaults[key])
         for key in self.run_length_hparams:
             if key not in self.defaults or self.defaults[key] is not None:
                 raise ValueError(f"optimizer {self.name!r}: run-length hyperparameter {key!r} needs the default "
@@ -104,6 +112,16 @@ class OptimizerInfo:
         if value not in table:
             raise unknown(f"{key} of optimizer {self.name!r}", value, table)
         return table[value]
+
+    def hparam(self, key: str) -> _params.Param:
+        """What hyperparameter `key` accepts (its declaration, the name's convention, or its default's type)."""
+        return _params.declared(key, self.defaults[key], self.hparam_types)
+
+    def check_hparams(self, hparams: Mapping[str, Any]) -> None:
+        """Refuse an unknown key, or a value of the wrong type or out of its range, naming the key."""
+        check_keys(f"hyperparameter for optimizer {self.name!r}", hparams, self.defaults)
+        for key, value in hparams.items():
+            self.hparam(key).check(f"hyperparameter {key!r} of optimizer {self.name!r}", value, key)
 
     def fill_run_length(self, hparams: Mapping[str, Any], total_steps: int) -> dict[str, Any]:
         """`hparams` with every run-length hyperparameter left at None set to the run's `total_steps`."""

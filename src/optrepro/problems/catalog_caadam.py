@@ -5,6 +5,7 @@ Protocol defaults: batch 64 (California 128), at most 1000 epochs ended by Early
 val_loss (controllers configured in config/papers/caadam.yaml), evaluation every epoch, no weight decay (the
 ResNet's Keras l2(1e-4) is part of the problem's loss).
 """
+from optrepro.params import string
 from optrepro.problems.registry import ProblemInfo, register
 
 T = "optrepro.problems.caadam:"
@@ -53,6 +54,7 @@ register(ProblemInfo(
     defaults={"full": {"batch_size": 128, "epochs": 1000, "eval_every": 1, "weight_decay": 0.0},
               "smoke": {"batch_size": 32, "epochs": 3, "eval_every": 1, "weight_decay": 0.0}},
     args={"hidden": "64,32", "validation_split": 0.2},
+    arg_types={"hidden": string(r"[1-9][0-9]*(,[1-9][0-9]*)*", note="the hidden layers' widths, e.g. '64,32'")},
     datasets=("california_housing",),
     papers=("caadam",),
     cost_per_epoch_s={"full": 0.1, "smoke": 0.02},

@@ -6,6 +6,7 @@ loss; the optimizer's own `weight_decay` default is 0.
 cost_per_epoch_s["full"] is the authors' per-run wall time / epochs, from the gaps between consecutive
 run timestamps in their logs (SirRob1997/Crowded-Valley---Results).
 """
+from optrepro.params import integer
 from optrepro.problems.registry import ProblemInfo, register
 
 T = "optrepro.problems.deepobs:"
@@ -38,8 +39,10 @@ for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description i
     args = {} if name in ("quadratic_deep", "tolstoi_char_rnn") else {"weight_decay": wd}
     if name == "quadratic_deep":
         args = {"hessian_instance": 0, "order_seed": None}
+    arg_types = {}
     if name == "tolstoi_char_rnn":
         args = {"batch_size": None, "seq_length": None}
+        arg_types = {k: integer(1, nullable=True, note="null: the protocol's") for k in args}
     register(ProblemInfo(
         name=name,
         target=T + cls,
@@ -49,6 +52,7 @@ for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description i
                   "smoke": {"batch_size": smoke_batch, "epochs": 2, "eval_every": 1, "weight_decay": 0.0,
                             "l2_in_loss": wd}},
         args=args,
+        arg_types=arg_types,
         datasets=() if dataset is None else (dataset,),
         papers=("crowded_valley",),
         cost_per_epoch_s={"full": cost, "smoke": 0.3},

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from optrepro import params as _params
 from optrepro.registry import Registry, check_keys, import_target, unknown
 
 SCALES = ("smoke", "full")  # the one list of scales (plan, report, paper, commands)
@@ -21,12 +22,24 @@ class ProblemInfo:
     defaults: Mapping[str, Mapping[str, Any]]
     impl_version: int = 1  # bump when a fix changes numbers
     args: Mapping[str, Any] = field(default_factory=dict)  # accepted problem arguments and their defaults
+    # what each argument accepts (optrepro.params): the ones named here; the others follow the name's convention
+    # (params.CONVENTIONS: dropout in [0, 1), hidden an integer >= 1, ...) or their default's type
+    arg_types: Mapping[str, _params.Param] = field(default_factory=dict)
     datasets: tuple[str, ...] = ()  # data sources (optrepro.data) needed at full scale
     papers: tuple[str, ...] = ()
     # Rough seconds per epoch on the reference device of each scale: used to size batches of runs.
     cost_per_epoch_s: Mapping[str, float] = field(default_factory=lambda: {"full": 60.0, "smoke": 0.05})
     gpu: bool = False  # full scale wants a GPU
     description: str = ""
+
+    def __post_init__(self):
+        check_keys(f"declared argument (arg_types) of problem {self.name!r}", self.arg_types, self.args)
+        for key, param in self.arg_types.items():
+            param.check(f"default of argument {key!r} of problem {self.name!r}", self.args[key])
+
+    def arg(self, key: str) -> _params.Param:
+        """What argument `key` accepts (its declaration, the name's convention, or its default's type)."""
+        return _params.declared(key, self.args[key], self.arg_types)
 
 
 PROBLEMS: Registry[ProblemInfo] = Registry("problem")
@@ -56,8 +69,12 @@ def check_scale(scale: str) -> None:
 
 
 def resolve_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with `args`; an unknown key, or a value of the wrong type or out of range, is refused by
+    name before any compute."""
     entry = info(name)
     check_keys(f"argument for problem {name!r}", args, entry.args)
+    for key, value in args.items():
+        entry.arg(key).check(f"argument {key!r} of problem {name!r}", value, key)
     return {**entry.args, **args}
 
 
