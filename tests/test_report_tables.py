@@ -342,3 +342,10 @@ def test_figures_share_one_style_readable_fonts_and_one_colour_per_optimizer(tmp
         check_printable(fig)
     for fig in [fig, *drawn.values()]:
         original_close(fig)
+
+
+def test_int_ranges_collapse_consecutive_seeds():
+    from optrepro.report.tables import int_ranges
+
+    assert int_ranges([45, 42, 43, 44, 47, 49, 50]) == "42--45, 47, 49--50"
+    assert int_ranges([43]) == "43" and int_ranges([]) == ""

@@ -464,3 +464,38 @@ def test_configure_torch_turns_determinism_on_without_importing_the_compiler_sta
             "assert 'torch._inductor' not in sys.modules, 'inductor imported'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_two_deferred_requests_that_resolve_to_one_run_train_it_once_and_each_keeps_its_label(tmp_path):
+    """Two budgets whose tuning winners coincide re-run the same spec: one run, two rows in the paper's frame,
+    one per budget (the report's statistics of each budget need it)."""
+    from optrepro.plan import DeferredSpec, unique_entries
+    from optrepro.report.aggregate import collect_runs, own_runs
+
+    winner = tmp_path / "best.json"
+    winner.write_text(json.dumps({"hparams": {"lr": 0.05}}))
+    template = dict(paper="core", problem="digits_mlp", scale="smoke", optimizer="sgd", seed=4, epochs=1)
+    entries = [DeferredSpec(key=f"core/digits/sgd/{budget}", template=template, depends_on=str(winner),
+                            resolver="hparams_from", tags={"stage": "rerun", "budget": budget}).to_json()
+               for budget in ("small", "large")]
+    unique, requests = unique_entries(entries)
+    manifest = tmp_path / "r" / "batches" / "core" / "b.json"
+    manifest.parent.mkdir(parents=True)
+    assert run_batch(list(unique.values()), tmp_path / "r", manifest=manifest, batch_name="core/b") == 0
+    listed = json.loads(manifest.read_text())["runs"]
+    assert len({r["run_id"] for r in listed}) == 1 and [r["key"] for r in listed] == list(unique)
+    paper_requests = {key: papers["core"] for key, papers in requests.items()}
+    rows = own_runs(collect_runs([manifest]), "core", paper_requests)
+    assert sorted(rows["tags.budget"]) == ["large", "small"] and rows["run_id"].nunique() == 1
+
+
+def test_one_paper_asking_for_one_run_under_two_labels_sees_both():
+    from optrepro.plan import unique_entries
+
+    a = make_spec(paper="core", problem="digits_mlp", scale="smoke", optimizer="sgd", seed=4, epochs=1,
+                  tags={"stage": "oneshot", "arm": "sgd"})
+    b = make_spec(paper="core", problem="digits_mlp", scale="smoke", optimizer="sgd", seed=4, epochs=1,
+                  tags={"stage": "fidelity", "arm": "GradientDescentOptimizer"})
+    unique, requests = unique_entries([a, b, a])
+    assert list(unique) == [run_id(a)] and run_id(a) == run_id(b)
+    assert requests[run_id(a)] == {"core": [a["tags"], b["tags"]]}

@@ -255,7 +255,9 @@ def unique_entries(entries: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Mapp
 
     The same run asked for twice (two claims sharing a baseline, or two papers comparing the same optimizer on
     the same problem) is one run: the first request's entry is kept, and `requests[key]` maps every paper that
-    asked for it to the tags it gave. Two different specs sharing an id (a 20-hex prefix collision) is an error."""
+    asked for it to the list of distinct tag sets it gave (one paper can ask for one run under several labels:
+    a published run that is also a one-shot seed). Two different specs sharing an id (a 20-hex prefix
+    collision) is an error."""
     bodies: dict[str, str] = {}
     out: dict[str, Mapping[str, Any]] = {}
     requests: dict[str, dict[str, Any]] = {}
@@ -269,5 +271,7 @@ def unique_entries(entries: Iterable[Mapping[str, Any]]) -> tuple[dict[str, Mapp
         if bodies.setdefault(key, body) != body:
             raise ValueError(f"two different specs share the id {key}")
         out.setdefault(key, e)
-        requests.setdefault(key, {}).setdefault(paper, e.get("tags", {}))
+        asked = requests.setdefault(key, {}).setdefault(paper, [])
+        if e.get("tags", {}) not in asked:
+            asked.append(e.get("tags", {}))
     return out, requests

@@ -86,7 +86,10 @@ def run_batch(entries: Iterable[Mapping[str, Any]], results_dir: Path, *, manife
             t0 = time.perf_counter()
             try:
                 spec = resolve_deferred(entry) if entry.get("deferred") else entry
-                runs.append(run_one(spec, results_dir, **train_kwargs))
+                done = run_one(spec, results_dir, **train_kwargs)
+                if entry.get("deferred"):  # two deferred requests can resolve to one run: the key says which
+                    done["key"] = entry["key"]
+                runs.append(done)
             except Interrupted:
                 raise
             except Exception as exc:  # a crashing spec must not take the batch down with it

@@ -107,21 +107,32 @@ def _first_eval(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def tuning_candidates(manifests: Iterable[Path | str], problem: str, split: str, metric: str) -> list[dict]:
+def tuning_candidates(manifests: Iterable[Path | str], problem: str, split: str, metric: str,
+                      requests: Mapping[str, Any] | None = None) -> list[dict]:
     """One candidate per tuning run of `problem` listed in the manifests, with its cell (the arm: the optimizer,
-    or a labelled variant of it) and final value."""
-    out = []
+    or a labelled variant of it) and final value.
+
+    `requests` (the plan's papers/<paper>.json) gives the labels the selecting paper gave its runs: a run that
+    another paper asked for first carries that paper's tags in its spec.json. Without it the spec's tags are
+    read."""
+    out, seen = [], set()
     for manifest in manifests:
         for entry in json.loads(Path(manifest).read_text())["runs"]:
+            if entry["run_id"] in seen:
+                continue
+            seen.add(entry["run_id"])
             run_dir = Path(entry["dir"])
             spec = json.loads((run_dir / "spec.json").read_text())
-            if spec["problem"] != problem or spec["tags"].get("stage") != "tune":
+            labels = [spec["tags"]] if requests is None else requests.get(entry["run_id"], [])
+            labels = [t for t in labels if t.get("stage") == "tune"]
+            if spec["problem"] != problem or not labels:
                 continue
             result = json.loads((run_dir / "result.json").read_text())
-            out.append({"optimizer": spec["tags"]["arm"], "schedule": spec["tags"]["schedule"],
-                        "sample": int(spec["tags"]["sample"]), "hparams": spec["optimizer"]["hparams"],
-                        "run_id": entry["run_id"], "status": result["deterministic"]["status"],
-                        "value": deepobs_final(result, split, metric, _first_eval(run_dir))})
+            value = deepobs_final(result, split, metric, _first_eval(run_dir))
+            for tags in labels:
+                out.append({"optimizer": tags["arm"], "schedule": tags["schedule"], "sample": int(tags["sample"]),
+                            "hparams": spec["optimizer"]["hparams"], "run_id": entry["run_id"],
+                            "status": result["deterministic"]["status"], "value": value})
     return out
 
 
@@ -151,7 +162,9 @@ def _cmd_select(args) -> int:
     budgets = budgets_of({"version": pconfig.get("version", pconfig.get("study", "icml")),
                           "budgets": pconfig.get("budgets")})
     manifests = plan_manifests(Path(args.plan), args.paper, stage="tune", problem=args.problem)
-    winners = select_winners(tuning_candidates(manifests, args.problem, "valid", metric), budgets, higher)
+    requests_path = Path(args.plan) / "papers" / f"{args.paper}.json"
+    requests = json.loads(requests_path.read_text()) if requests_path.exists() else {}
+    winners = select_winners(tuning_candidates(manifests, args.problem, "valid", metric, requests), budgets, higher)
     atomic_write_json(Path(args.output), {"problem": args.problem, "metric": f"final valid {metric}",
                                           "higher_is_better": higher, "budgets": budgets, "winners": winners})
     return 0

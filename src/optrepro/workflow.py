@@ -139,7 +139,7 @@ class Plan:
                       and (problem is None or problem in b["problems"]))
 
     def requests(self, paper: str) -> dict[str, Any]:
-        """{run key: tags} of the runs `paper` asked for (papers/<paper>.json of the plan)."""
+        """{run key: [tag sets]} of the runs `paper` asked for (papers/<paper>.json of the plan)."""
         path = self.root / "papers" / f"{paper}.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
@@ -209,8 +209,9 @@ def group_batches(entries: Mapping[str, Mapping[str, Any]], scale: str, results_
 
 
 def build_plan(config: Mapping[str, Any], config_dir: Path) -> tuple[dict[str, dict], dict[str, dict[str, Any]]]:
-    """(batches, requests): the batches of the enabled papers' runs, and per paper {run key: the tags it gave}
-    (a run asked for by several papers is trained once, in the batch of the first paper that asked)."""
+    """(batches, requests): the batches of the enabled papers' runs, and per paper {run key: [the tag sets it
+    gave]} (a run asked for by several papers, or under several labels, is trained once, in the batch of the
+    first paper that asked)."""
     scale = config["scale"]
     entries: list[dict] = []
     for paper in enabled_papers(config, config_dir):
@@ -270,7 +271,7 @@ def check_other_scale(config: Mapping[str, Any], config_dir: Path) -> None:
 
 def write_plan(batches: Mapping[str, dict], root: Path,
                requests: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict]:
-    """index.json, entries.jsonl and papers/<paper>.json ({run key: the tags that paper gave the run})."""
+    """index.json, entries.jsonl and papers/<paper>.json ({run key: the tag sets that paper gave the run})."""
     from optrepro.io import atomic_write_json
 
     root.mkdir(parents=True, exist_ok=True)

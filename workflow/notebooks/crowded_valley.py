@@ -143,7 +143,7 @@ if len(fid):
         worst = g["max_rel_dev"].max()
         ours_name = fidelity.TF_OPTIMIZERS[optimizer].name
         rows.append({"optimizer": ours_name, "budget": BUDGET_FOLDERS[budget], "schedule": schedule, "runs": len(g),
-                     "seeds": ", ".join(str(x) for x in sorted(g["seed"])),
+                     "seeds": tables.int_ranges(g["seed"]),
                      "max. deviation": f"{100 * worst:.1f} %",
                      "final ratio": f"{g['final_ratio'].min():.3f}--{g['final_ratio'].max():.3f}",
                      "reading": READINGS.get(optimizer, "as registered") if worst > 0.02 else "--"})
@@ -157,7 +157,7 @@ if len(fid):
         "draw, seed, schedule and data order. Max. deviation: the largest per-epoch relative difference of test "
         "loss from the published curve; final ratio: ours / published at the last epoch (range over seeds); "
         "reading: the register entry of an optimizer off by more than 2 %.", label="tab:valley-fidelity",
-        scale=scale, wrap=["seeds", "reading"]), runs=section.runs[section.runs["run_id"].isin(fid["run_id"])])
+        scale=scale, wrap=["reading"]), runs=section.runs[section.runs["run_id"].isin(fid["run_id"])])
 else:
     section.number("fidelity-off", 0, "{:d}")
     section.number("fidelity-worst", float("nan"))

@@ -143,20 +143,27 @@ def load_run(run_dir: Path, listed_status: str | None = None, curves: bool = Tru
 
 
 def collect_runs(manifests: Iterable[Path | str], root: Path | str = ".", curves: bool = True) -> pd.DataFrame:
-    """One row per run listed in the given batch manifests (a run listed twice appears once)."""
+    """One row per run request listed in the given batch manifests: per run, plus once per deferred request
+    that resolved to it (`request_key`: the deferred spec's key, else the run id). A run listed twice under the
+    same request appears once."""
     root = Path(root)
-    rows, seen = [], set()
+    rows, seen, loaded = [], set(), {}
     for manifest in map(Path, manifests):
         if not manifest.exists():
             raise InputError(f"batch manifest {manifest} does not exist (run the batch, or pass the current "
                              f"plan's manifests only)")
         data = json.loads(manifest.read_text())
         for entry in data.get("runs", []):
-            if entry["run_id"] in seen:
+            request_key = entry.get("key", entry["run_id"])
+            if (entry["run_id"], request_key) in seen:
                 continue
-            seen.add(entry["run_id"])
-            row = load_run(_resolve_dir(entry, manifest, root), entry.get("status"), curves=curves)
-            row.update(batch=data.get("batch", ""), manifest=str(manifest), dir=str(_resolve_dir(entry, manifest, root)))
+            seen.add((entry["run_id"], request_key))
+            run_dir = _resolve_dir(entry, manifest, root)
+            if entry["run_id"] not in loaded:
+                loaded[entry["run_id"]] = load_run(run_dir, entry.get("status"), curves=curves)
+            row = dict(loaded[entry["run_id"]])
+            row.update(batch=data.get("batch", ""), manifest=str(manifest), dir=str(run_dir),
+                       request_key=request_key)
             rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -167,16 +174,39 @@ def collect_runs(manifests: Iterable[Path | str], root: Path | str = ".", curves
 
 
 def own_runs(runs: pd.DataFrame, paper: str, requests: dict[str, Any] | None) -> pd.DataFrame:
-    """The rows of `paper`'s runs, labelled with its own tags.
+    """The rows of `paper`'s runs, one per label the paper gave each, with its own tags.
 
     A run asked for by several papers is trained once, in the batch of the first paper that asked, and carries
     that paper's tags in its spec.json. The frame of a paper's manifests can therefore hold other papers' runs
-    (a shared batch) and its own runs under another paper's labels. `requests` is the plan's {run key: tags}
-    of this paper (papers/<paper>.json): a row is kept when the paper asked for its run id or when its batch
-    belongs to the paper (its deferred runs, known by key rather than run id), and a requested run's `tags.*`
-    columns are replaced by this paper's tags. Without `requests` the frame is returned as it is."""
+    (a shared batch) and its own runs under another paper's labels; and one paper can ask for one run under
+    several labels (a published run that is also a one-shot seed; the winners of two budgets that coincide).
+    `requests` is the plan's {request key: [tag sets]} of this paper (papers/<paper>.json; the key is the run
+    id, or a deferred spec's key): a row is kept when the paper asked for its request key or when its batch
+    belongs to the paper, and a requested row is repeated once per tag set, its `tags.*` columns replaced by
+    that set. A deferred request's set is laid over the spec's tags, since its resolver adds tags of its own
+    (the winner's sample). Without `requests` the frame is returned as it is."""
     if requests is None or runs.empty:
         return runs
+    keys = runs["request_key"] if "request_key" in runs.columns else runs["run_id"]
+    owned = runs["batch"].astype(str).str.split("/").str[0] == paper
+    asked = keys.isin(list(requests))
+    runs, keys = runs[owned | asked], keys[owned | asked]
+    tag_columns = [c for c in runs.columns if c.startswith("tags.")]
+    rows = []
+    for (_, row), key in zip(runs.iterrows(), keys):
+        labels = requests.get(key)
+        if labels is None:
+            rows.append(row.to_dict())
+            continue
+        for tags in labels:
+            flat: dict[str, Any] = {}
+            _flatten("tags", tags, flat)
+            out = row.to_dict()
+            if key == row["run_id"]:
+                out.update({column: None for column in tag_columns})
+            out.update(flat)
+            rows.append(out)
+    return pd.DataFrame(rows, columns=list(dict.fromkeys([*runs.columns, *(c for r in rows for c in r)])))
     owned = runs["batch"].astype(str).str.split("/").str[0] == paper
     asked = runs["run_id"].isin(list(requests))
     runs = runs[owned | asked].copy()

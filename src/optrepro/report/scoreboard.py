@@ -22,7 +22,7 @@ import pandas as pd
 from optrepro.report.claims import load_claims
 from optrepro.report.published import load_published_file, source_keys
 from optrepro.report.section import PROVENANCE_JSON, VERDICTS_JSON, generated_dir
-from optrepro.report.tables import DASH, latex_escape, latex_table, verdict_cell
+from optrepro.report.tables import DASH, breakable, latex_escape, latex_table, verdict_cell
 from optrepro.report.verdicts import NOT_ASSESSED, NOT_RUN, VERDICTS
 
 
@@ -88,7 +88,7 @@ def scoreboard_tex(papers: list[str], scale: str, paper_dir: Path = Path("paper"
     frame = pd.DataFrame(rows)
     states = frame.pop("state")
     papers_of_rows = list(frame["paper"])
-    frame["paper"] = [f"\\hyperref[sec:{p}]{{{latex_escape(p)}}}" for p in papers_of_rows]
+    frame["paper"] = [f"\\hyperref[sec:{p}]{{{breakable(p)}}}" for p in papers_of_rows]  # a long name breaks after its _
     frame["claim"] = [f"\\hyperref[sec:{p}]{{{latex_escape(c)}}}" for p, c in zip(papers_of_rows, frame["claim"])]
     frame["verdict"] = [verdict_cell(v) for v in frame["verdict"]]
     caption = ("Scoreboard: every registered claim of the enabled papers and its verdict. Published: the "

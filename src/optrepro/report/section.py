@@ -163,6 +163,7 @@ def compute_sentence(runs: pd.DataFrame, scale: str) -> str:
     """The section's compute, from its runs: how many (by status), CPU- and GPU-hours, pass units, tuning runs."""
     if runs.empty:
         return f"No run at {scale} scale."
+    runs = runs.drop_duplicates("run_id")  # a run the paper labels twice was trained once
     hours = {}
     for device, wall in zip(runs.get("device", pd.Series(["cpu"] * len(runs))), runs.get("wall_time_s", [])):
         kind = "GPU" if device == "cuda" else "CPU"

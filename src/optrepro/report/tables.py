@@ -48,7 +48,7 @@ _BREAK_AFTER = "/_.@:=,"
 _BREAK_BEFORE = "(["
 
 
-def _breakable(text: str) -> str:
+def breakable(text: str) -> str:
     """Escaped text in which long tokens may break after / _ . @ : = , and before ( [ (paths, run ids,
     hyperparameters, calls such as RandomResizedCrop(300))."""
     text = str(text)
@@ -56,6 +56,19 @@ def _breakable(text: str) -> str:
                      else _BREAK + ch if ch in _BREAK_BEFORE else ch
                      for i, ch in enumerate(text))
     return latex_escape(marked).replace(_BREAK, "\\allowbreak{}")
+
+
+def int_ranges(values: Iterable[int]) -> str:
+    """Integers as sorted runs of consecutive values: [42, 43, 44, 47] -> "42--44, 47" (LaTeX en dash)."""
+    out, run = [], []
+    for v in sorted(set(int(x) for x in values)):
+        if run and v != run[-1] + 1:
+            out.append(run)
+            run = []
+        run.append(v)
+    if run:
+        out.append(run)
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}--{r[-1]}" for r in out)
 
 
 def _cell(value, precision: int) -> str:
@@ -114,9 +127,9 @@ def latex_table(frame: pd.DataFrame, *, caption: str, label: str, scale: str, co
     def fmt(c: str, v: str) -> str:
         if not escape or c in raw:
             return v
-        return _breakable(v) if c in wrapped else latex_escape(v)
+        return breakable(v) if c in wrapped else latex_escape(v)
 
-    header = " & ".join(_breakable(c) if c in wrapped else latex_escape(c) for c in columns) + " \\\\"
+    header = " & ".join(breakable(c) if c in wrapped else latex_escape(c) for c in columns) + " \\\\"
     # rows of wrapped text get a little air between them, so a reader sees where one row ends
     row_end = " \\\\ \\addlinespace" if wrapped else " \\\\"
     body = "\n".join(" & ".join(fmt(c, text[c][i]) for c in columns) + row_end for i in range(len(frame)))
