@@ -53,3 +53,33 @@ def test_bootstrap_mean_rank_brackets_the_point_and_is_seeded():
     assert out.loc["a", "low"] <= 1.0 <= out.loc["a", "high"]
     assert out.equals(bootstrap_mean_rank(per_seed, n_resamples=200, seed=3))
     assert not math.isnan(out.loc["b", "high"])
+
+
+def test_the_negative_control_is_caadams_exact_twin_on_quadratic_deep(tmp_path):
+    """On quadratic_deep (one tensor, factor 1) the control Adam and CaAdam in reference mode are one optimizer:
+    same Hessian draw, data order, epsilon convention and learning rate, so the same final loss. The first full
+    run of the arena found them apart (106.7 vs 109.5): the control had no problem arguments and torch's eps."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from optrepro.planners import get_planner
+    from optrepro.runner import run_one
+    from optrepro.workflow import paper_config
+
+    config_dir = Path(__file__).resolve().parents[1] / "config"
+    config = {**yaml.safe_load((config_dir / "config.yaml").read_text()), "scale": "smoke"}
+    pconfig = paper_config(config_dir, "arena", "smoke")
+    entries = [e for e in get_planner("arena")({**pconfig, "paper": "arena"}, "smoke", config) if isinstance(e, dict)]
+    controls = [e for e in entries if e["tags"]["stage"] == "control"]
+    assert controls, "the smoke plan has no control run"
+    control = controls[0]
+    twin = next(e for e in entries if e["tags"]["stage"] == "oneshot" and e["problem"] == control["problem"]
+                and e["tags"]["arm"] == control["tags"]["control_of"] and e["tags"]["schedule"] == "none"
+                and e["tags"]["seed"] == control["tags"]["seed"])
+    assert control.get("problem_args") == twin.get("problem_args")
+    assert control["optimizer"]["hparams"]["eps"] == twin["optimizer"]["hparams"]["eps"]
+    finals = [json.loads((Path(run_one(s, tmp_path)["dir"]) / "result.json").read_text())
+              ["deterministic"]["final"]["test"]["loss"] for s in (control, twin)]
+    assert finals[0] == pytest.approx(finals[1], rel=1e-6)

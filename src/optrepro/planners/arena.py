@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from optrepro import optim
+from optrepro import fidelity
 from optrepro import plan as planmod
 from optrepro.planners import register_planner
 from optrepro.planners.crowded_valley import (ONESHOT, SCHEDULES, VERSIONS, Method, budgets_of, plan_study)
@@ -81,14 +82,33 @@ def arena_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping
     control = pconfig.get("control")
     if control:
         check_keys("arena control key", control, {"method", "factors"})
+        by_label = {m.label: m for m in methods_of(pconfig)}
+        if control["method"] not in by_label:
+            raise unknown("arena control method", control["method"], sorted(by_label))
         for problem, factor in control["factors"].items():
             if problem not in pconfig["problems"]:
                 continue
             for seed in seeds["oneshot"]:
-                adam_lr = optim.info("adam").defaults["lr"] * float(factor)
-                entries.setdefault(("control", problem, seed), planmod.make_spec(
-                    paper=paper, problem=problem, scale=scale, device=device_for(problem, scale, global_config),
-                    optimizer="adam", hparams={"lr": adam_lr}, schedule=SCHEDULES["none"], seed=seed,
-                    tags={"arm": f"adam_x{factor:g}", "stage": "control", "schedule": "none", "seed": seed,
-                          "budget": ONESHOT, "control_of": control["method"]}))
+                entries.setdefault(("control", problem, seed), control_spec(
+                    by_label[control["method"]], float(factor), paper=paper, problem=problem, scale=scale, seed=seed,
+                    device=device_for(problem, scale, global_config)))
     return list(entries.values())
+
+
+def control_spec(method: Method, factor: float, *, paper: str, problem: str, scale: str, seed: int,
+                 device: str) -> dict:
+    """The negative control of `method` (CaAdam in reference mode) at one seed: Adam with the method's one-shot
+    moments, epsilon convention (TF-1 semantics: epsilon added to sqrt(v) without bias correction, as Keras' and
+    CaAdam's eps-hat) and learning rate times the kernel `factor`, on the same problem arguments (quadratic_deep's
+    Hessian draw and data order) as the method's one-shot run of that seed. Where the factor is 1 and the
+    parameter is one tensor, the two runs compute the same thing."""
+    hp = optim.resolve_hparams(method.name, dict(method.hparams))
+    beta1, beta2 = hp["betas"]
+    hparams = {"lr": hp["lr"] * factor, "beta1": beta1, "beta2": beta2, "eps": hp["eps"],
+               "weight_decay": hp.get("weight_decay", 0.0), "semantics": "tf1" if hp.get("eps_hat") else "torch"}
+    problem_args = (fidelity.study_problem_args(ONESHOT, method.name, "none", ONESHOT, seed)
+                    if problem == "quadratic_deep" else None)
+    return planmod.make_spec(paper=paper, problem=problem, scale=scale, device=device, optimizer="adam",
+                             hparams=hparams, schedule=SCHEDULES["none"], seed=seed, problem_args=problem_args,
+                             tags={"arm": f"adam_x{factor:g}", "stage": "control", "schedule": "none", "seed": seed,
+                                   "budget": ONESHOT, "control_of": method.label})
