@@ -24,31 +24,25 @@ def test_the_message_names_the_key_the_value_and_what_is_valid():
     assert str(exc.value) == "argument 'dropout' of problem 'x': 1.5 is out of range; valid: a number in [0, 1)"
 
 
-def _every_hparam():
-    return [(name, key) for name in optim.available() for key in optim.info(name).defaults]
+def _every_declared_default():
+    """(registry, name, key, default, declaration) of every optimizer hyperparameter and problem argument."""
+    out = []
+    for name in optim.available():
+        info = optim.info(name)
+        out += [("optimizer", name, key, value, info.hparam(key)) for key, value in info.defaults.items()]
+    for name in problems.available():
+        info = problems.info(name)
+        out += [("problem", name, key, value, info.arg(key)) for key, value in info.args.items()]
+    return out
 
 
-def _every_arg():
-    return [(name, key) for name in problems.available() for key in problems.info(name).args]
-
-
-@pytest.mark.parametrize("name, key", _every_hparam())
-def test_every_optimizer_default_satisfies_its_declaration(name, key):
-    info = optim.info(name)
-    param = info.hparam(key)
-    assert param.problem(info.defaults[key]) is None
+@pytest.mark.parametrize("kind, name, key, default, param", _every_declared_default(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_every_default_satisfies_its_declaration(kind, name, key, default, param):
+    assert param.problem(default) is None
     # a string or a null default means a choice among values, a form, or "the run's": each is declared
-    if isinstance(info.defaults[key], str) or info.defaults[key] is None:
-        assert param.kind == "choice" or param.pattern or param.nullable, f"{name}.{key} is not declared"
-
-
-@pytest.mark.parametrize("name, key", _every_arg())
-def test_every_problem_argument_default_satisfies_its_declaration(name, key):
-    info = problems.info(name)
-    param = info.arg(key)
-    assert param.problem(info.args[key]) is None
-    if isinstance(info.args[key], str) or info.args[key] is None:
-        assert param.kind == "choice" or param.pattern or param.nullable, f"{name}.{key} is not declared"
+    if isinstance(default, str) or default is None:
+        assert param.kind == "choice" or param.pattern or param.nullable, f"{kind} {name}.{key} is not declared"
 
 
 def test_declared_choices_are_the_implementations_own():
