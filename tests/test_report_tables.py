@@ -349,3 +349,10 @@ def test_int_ranges_collapse_consecutive_seeds():
 
     assert int_ranges([45, 42, 43, 44, 47, 49, 50]) == "42--45, 47, 49--50"
     assert int_ranges([43]) == "43" and int_ranges([]) == ""
+
+
+def test_breakable_keeps_numbers_and_counts_whole():
+    from optrepro.report.tables import breakable
+
+    assert breakable("88.1 (n=10)") == r"88.1 \allowbreak{}(n=10)"  # before "(", never after "="
+    assert breakable("lr=a_b") == r"lr=\allowbreak{}a\_\allowbreak{}b"

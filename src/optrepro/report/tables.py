@@ -52,7 +52,8 @@ def breakable(text: str) -> str:
     """Escaped text in which long tokens may break after / _ . @ : = , and before ( [ (paths, run ids,
     hyperparameters, calls such as RandomResizedCrop(300))."""
     text = str(text)
-    marked = "".join(ch + _BREAK if ch in _BREAK_AFTER and not (ch == "." and text[i + 1:i + 2].isdigit())
+    # no break inside a number ("0.001") or a count ("n=10")
+    marked = "".join(ch + _BREAK if ch in _BREAK_AFTER and not (ch in ".=" and text[i + 1:i + 2].isdigit())
                      else _BREAK + ch if ch in _BREAK_BEFORE else ch
                      for i, ch in enumerate(text))
     return latex_escape(marked).replace(_BREAK, "\\allowbreak{}")
