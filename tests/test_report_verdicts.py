@@ -224,6 +224,10 @@ def test_smoke_scale_never_prints_a_verdict():
     v = judge(make_claim(), runs, None, "smoke")
     assert v.verdict == NOT_ASSESSED and v.label == "not assessed (smoke)"
     assert v.estimate is not None   # the code path ran
+    # a claim whose cells the smoke plan leaves out says nothing either, and says which cells
+    assert judge(make_claim(cells=("p1", "p2"), every_cell=True), runs, None, "smoke").verdict == NOT_ASSESSED
+    left_out = judge(make_claim(cells=("p2", "p3"), every_cell=True), runs, None, "smoke")
+    assert left_out.verdict == NOT_ASSESSED and "p2, p3" in left_out.reason
 
 
 def test_too_few_seeds_at_full_scale_is_not_assessed_with_the_reason():

@@ -23,7 +23,7 @@ from optrepro.report.claims import load_claims
 from optrepro.report.published import load_published_file, source_keys
 from optrepro.report.section import PROVENANCE_JSON, VERDICTS_JSON, generated_dir
 from optrepro.report.tables import DASH, breakable, latex_escape, latex_table, verdict_cell
-from optrepro.report.verdicts import NOT_ASSESSED, NOT_RUN, VERDICTS
+from optrepro.report.verdicts import NOT_RUN, VERDICTS
 
 
 def _number(x: float | None, points: bool, signed: bool = False) -> str:
@@ -99,8 +99,8 @@ def scoreboard_tex(papers: list[str], scale: str, paper_dir: Path = Path("paper"
                         raw=["paper", "claim", "verdict"], wrap=["claim", "published (tier, source)", "verdict"])
     counts = states.value_counts().to_dict()
     totals = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
-    note = (" At smoke scale every verdict is \\emph{not assessed (smoke)} by rule." if scale == "smoke"
-            and set(counts) <= {NOT_ASSESSED, NOT_RUN} else "")
+    note = (" At smoke scale every verdict is \\emph{not assessed (smoke)} by rule, save claims that are not "
+            "testable by design." if scale == "smoke" else "")
     return (f"\\section*{{Scoreboard}}\n{table}\\noindent\\textbf{{Totals:}} {latex_escape(totals)}.{note}\n"
             "\\clearpage\n")
 

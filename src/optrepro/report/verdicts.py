@@ -13,7 +13,8 @@ Rules as implemented (docs/report.md has the full text):
 - `not assessed (smoke)`: at smoke scale always; at full scale when a cell has fewer than `min_seeds` usable
   seeds (pairs, or runs in the smaller arm). The statistics are still computed (the code path runs) but the
   verdict says nothing; `Verdict.label` names the reason ("not assessed (n = 3 < 5 seeds)").
-- `not run`: a tested cell with no usable run in one of the arms.
+- `not run`: a tested cell with no usable run in one of the arms (at smoke scale this too reads `not assessed
+  (smoke)`, its reason naming the cells the smoke plan leaves out).
 - `not testable`: the claim declares `not_testable` (what it would need that our runs cannot give).
 - Per testable cell: estimate = method - baseline; p = two-sided t p-value of 0; p_equivalence = TOST p within
   +-delta_star; p_contra = min(p_equivalence, p if the estimate has the wrong sign else 1).
@@ -432,8 +433,11 @@ def judge_all(claims: ClaimSet | Iterable[Claim], runs: pd.DataFrame, published:
             out.append(Verdict(claim_id=claim.id, verdict=NOT_TESTABLE, scale=scale, reason=claim.not_testable,
                                notes=[claim.not_testable]))
             continue
-        out.append(_summarize(claim, prepared[claim.id], scale, iut_adjusted.get(claim.id),
-                              families[claim.family].alpha))
+        verdict = _summarize(claim, prepared[claim.id], scale, iut_adjusted.get(claim.id),
+                             families[claim.family].alpha)
+        if scale == "smoke" and verdict.verdict == NOT_RUN:  # smoke judges nothing, run or not
+            verdict.verdict, verdict.reason = NOT_ASSESSED, f"smoke scale; {verdict.reason or 'not run'}"
+        out.append(verdict)
     return out
 
 
