@@ -73,7 +73,9 @@ def test_slurm_jobs_ask_for_more_memory_on_each_attempt(tmp_path):
 
 # --- a real cluster (opt-in: pytest -m slurm) ---------------------------------------------------------
 
-SLICE = ["--until", "run_batch", "paper_report"]  # the batch jobs and the section's report job, which runs locally
+# The section's report job (local) and the batch jobs it needs. Naming run_batch in --until as well makes
+# Snakemake 9 stop with "Out of jobs ready to be started" (paper_report is downstream of it).
+SLICE = ["--until", "paper_report"]
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: ([^)]*)\)")
 
 
