@@ -106,3 +106,15 @@ def test_valid_values_keep_their_run_ids():
     # the checks add no normalisation: what was valid before plans the same runs
     assert spec(hparams={"lr": "1e-3"}) == spec(hparams={"lr": 1e-3})
     assert spec(hparams={"lr": 1})["optimizer"]["hparams"]["lr"] == 1.0
+
+
+def test_a_number_yaml_left_as_a_string_is_stored_as_the_number():
+    """YAML 1.1 reads `1e-4` as a string: it is valid, and the spec (and its run id) must hold the float, or the
+    run computes with a string (the l2 penalty crashed on `'1e-4' * tensor`)."""
+    common = dict(paper="p", problem="caadam_cifar100_resnet20", scale="smoke", optimizer="adam")
+    as_text = make_spec(**common, problem_args={"l2": "1e-4"}, hparams={"lr": "1e-3"},
+                        schedule={"name": "cosine", "min_factor": "1e-3"})
+    as_number = make_spec(**common, problem_args={"l2": 1e-4}, hparams={"lr": 1e-3},
+                          schedule={"name": "cosine", "min_factor": 1e-3})
+    assert as_text == as_number
+    assert as_text["problem_args"]["l2"] == 1e-4 and as_text["schedule"]["args"]["min_factor"] == 1e-3

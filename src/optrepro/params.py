@@ -113,6 +113,15 @@ class Param:
             return None
         raise AssertionError(self.kind)
 
+    def normalize(self, value: Any) -> Any:
+        """A valid `value` in the type the code computes with: a number YAML left as a string (`1e-4`) becomes a
+        float, in lists too, so that a spec holds (and its run id hashes) the same value either way."""
+        if self.kind == "number" and isinstance(value, str):
+            return float(value)
+        if self.kind == "list" and self.item is not None and isinstance(value, (list, tuple)):
+            return [self.item.normalize(v) for v in value]
+        return value
+
     def _out_of_range(self, x: float) -> str | None:
         if not math.isfinite(x):
             return "not finite"

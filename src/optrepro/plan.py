@@ -94,18 +94,19 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
     oinfo = optim.info(optimizer)
     hparams = dict(hparams or {})
     oinfo.check_hparams(hparams)  # unknown keys, types and ranges, by name
-    resolved = {k: _jsonable(_coerce(k, hparams.get(k, d), d)) for k, d in oinfo.defaults.items()}
+    resolved = {k: _jsonable(_coerce(k, oinfo.hparam(k).normalize(hparams.get(k, d)), d))
+                for k, d in oinfo.defaults.items()}
     schedule = dict(schedule or {"name": "constant"})
     sname = schedule.pop("name", "constant")
-    sargs = dict(schedule.pop("args", {}), **schedule)
-    _check_args(f"schedule {sname!r}", sargs, schedules.SCHEDULES.get(sname)[1])
+    sargs = _check_args(f"schedule {sname!r}", dict(schedule.pop("args", {}), **schedule),
+                        schedules.SCHEDULES.get(sname)[1])
     schedules.build_schedule(sname, **sargs)  # refuses unknown names and arguments, checks ranges
     ctrl = []
     for c in controllers:
         c = dict(c)
         cname = c.pop("name")
-        cargs = dict(c.pop("args", {}), **c)
-        _check_args(f"controller {cname!r}", cargs, schedules.CONTROLLERS.get(cname)[1])
+        cargs = _check_args(f"controller {cname!r}", dict(c.pop("args", {}), **c),
+                            schedules.CONTROLLERS.get(cname)[1])
         schedules.build_controller(cname, **cargs)
         ctrl.append({"name": cname, "args": cargs})
     check_schedule_applies(optimizer, sname, [c["name"] for c in ctrl])
@@ -157,12 +158,17 @@ SEED = params.integer(0)
 COUNT = params.integer(1)
 
 
-def _check_args(what: str, args: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+def _check_args(what: str, args: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """A schedule's or controller's arguments: known keys, each of its default's kind (a number, never a
-    boolean, where the default is a number); the factory checks the ranges."""
+    boolean, where the default is a number), returned normalized (a number YAML left as a string is a float);
+    the factory checks the ranges."""
     check_keys(f"argument for {what}", args, defaults)
+    out = {}
     for key, value in args.items():
-        params.loose(defaults[key]).check(f"argument {key!r} of {what}", value)
+        param = params.loose(defaults[key])
+        param.check(f"argument {key!r} of {what}", value)
+        out[key] = param.normalize(value)
+    return out
 
 
 def check_schedule_applies(optimizer: str, schedule: str, controllers: Iterable[str]) -> None:

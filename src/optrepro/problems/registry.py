@@ -75,7 +75,7 @@ def resolve_args(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     check_keys(f"argument for problem {name!r}", args, entry.args)
     for key, value in args.items():
         entry.arg(key).check(f"argument {key!r} of problem {name!r}", value, key)
-    return {**entry.args, **args}
+    return {**entry.args, **{key: entry.arg(key).normalize(value) for key, value in args.items()}}
 
 
 def get(name: str, scale: str, **args):
