@@ -33,8 +33,8 @@ from optrepro.data.download import download_file, safe_extract
 # ------------------------------------------------------------------------------------------ local server
 class LocalServer:
     """Serves `files` (path -> bytes) on 127.0.0.1:<free port>; counts requests; stops itself after 60 s.
-    `headers[path]` adds or replaces response headers (a Content-Length longer than the body is a short
-    transfer); `midway[path]` is called after the first half of the body is sent."""
+    `headers[path]` adds, replaces or (with None) leaves out response headers (a Content-Length longer than the
+    body is a short transfer); `midway[path]` is called after the first half of the body is sent."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
@@ -52,7 +52,8 @@ class LocalServer:
                     return
                 self.send_response(200)
                 for key, value in {"Content-Length": str(len(body)), **server.headers.get(self.path, {})}.items():
-                    self.send_header(key, value)
+                    if value is not None:  # None: leave the header out
+                        self.send_header(key, value)
                 self.end_headers()
                 if self.path in server.midway:
                     self.wfile.write(body[: len(body) // 2])
@@ -604,6 +605,15 @@ def test_a_short_transfer_is_refused_and_not_pinned_then_the_real_file_is_accept
                                lambda: tolstoi_source(server, WAR_AND_PEACE), WAR_AND_PEACE)
 
 
+def test_a_chunked_transfer_cut_short_is_refused_and_not_pinned_then_the_real_file_is_accepted(server, tmp_path):
+    def serve_bad(path):  # chunked: no Content-Length to compare with; the connection ends inside the chunk
+        server.files[path] = b"%x\r\n" % len(WAR_AND_PEACE) + WAR_AND_PEACE[:200]
+        server.headers[path] = {"Transfer-Encoding": "chunked", "Content-Length": None}
+
+    refused_then_the_real_file(server, tmp_path, "tolstoi", serve_bad,
+                               lambda: tolstoi_source(server, WAR_AND_PEACE), WAR_AND_PEACE)
+
+
 def test_an_html_page_is_refused_and_not_pinned_then_the_real_file_is_accepted(server, tmp_path):
     def serve_bad(path):
         server.files[path] = b"<!DOCTYPE html><html><body>Rate limit exceeded</body></html>"
@@ -706,3 +716,26 @@ def test_sigterm_during_a_download_is_one_line_and_leaves_no_partial_file(server
     assert _cli_fetch(monkeypatch, source, tmp_path) == 143
     assert "partial file was removed" in _one_line_error(capsys, "optrepro data: stopped: signal 15")
     assert leftovers(tmp_path, "tolstoi") == [] and pinned(tmp_path, "tolstoi") == {}
+
+
+def test_a_stop_during_preparation_keeps_the_download_unpinned_and_the_next_fetch_reuses_it(server, tmp_path,
+                                                                                           monkeypatch):
+    """A stop signal (or a full disk, or a bug) while preparing says nothing against the file: deleting it would
+    throw away a download of hours. It stays unpinned; the next fetch prepares it without downloading again."""
+    import optrepro.data.download as download
+
+    source = tolstoi_source(server, WAR_AND_PEACE)
+    real_prepare = download.prepare
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "prepare", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        fetch(source, tmp_path)
+    assert (tmp_path / "tolstoi" / "raw" / "war-and-peace.txt").exists() and pinned(tmp_path, "tolstoi") == {}
+    monkeypatch.setattr(download, "prepare", real_prepare)
+    hits = len(server.hits)
+    with pytest.warns(data.UnverifiedChecksumWarning):
+        fetch(source, tmp_path)
+    assert len(server.hits) == hits and pinned(tmp_path, "tolstoi") == {"war-and-peace.txt": sha256(WAR_AND_PEACE)}

@@ -32,7 +32,7 @@ import warnings
 from pathlib import Path
 
 from optrepro.data import sources as _sources
-from optrepro.data.arrays import prepare
+from optrepro.data.arrays import PreparedMismatchError, prepare
 from optrepro.data.layout import (ARCHIVE_ERRORS, CHUNK, extracted_dir, file_digests, integrity_problem, is_verified,
                                   marker_path, raw_dir, remove_stale, resolve_source, safe_extract, source_dir,
                                   tree_digest)
@@ -112,8 +112,9 @@ def download_file(spec: RemoteFile, dest: Path, *, recorded_sha256: str | None =
                             md5.update(chunk)
                             sha256.update(chunk)
                             size += len(chunk)
-                    except http.client.IncompleteRead as exc:
-                        size += len(exc.partial)
+                    except http.client.IncompleteRead as exc:  # the server closed early: never a whole file
+                        raise ChecksumError(f"short transfer: the connection closed after "
+                                            f"{size + len(exc.partial)} bytes") from None
                     if announced is not None and announced.isdigit() and size != int(announced):
                         raise ChecksumError(f"short transfer: {size} of the {announced} bytes announced")
                 digests = {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
@@ -248,15 +249,17 @@ def fetch(source: str | Source, root: str | Path = "data", *, force: bool = Fals
         try:
             extracted = extract_all(source, root)
             written = prepare(source, root, force=force or bool(unpinned)) if source.prepare else {}
-        except BaseException as exc:
-            # a first-seen file the source does not extract or decode from is not trusted: removed, never pinned
+        except (*ARCHIVE_ERRORS, UnicodeDecodeError, PreparedMismatchError) as exc:
+            # a first-seen file the source does not extract, decode or prepare from is not trusted: removed, never
+            # pinned. Anything else (a stop signal, a full disk, a bug in prepare) says nothing against the file:
+            # it stays, unpinned, and the next fetch extracts it again instead of downloading it again.
             for spec in unpinned:
                 (raw_dir(root, source.name) / spec.name).unlink(missing_ok=True)
                 shutil.rmtree(extracted_dir(root, source.name) / spec.name, ignore_errors=True)
-            if isinstance(exc, ARCHIVE_ERRORS):
-                raise CorruptDataError(f"{source.name}: its files do not extract or decode "
-                                       f"({type(exc).__name__}: {exc or 'ends early'})") from exc
-            raise
+            if isinstance(exc, PreparedMismatchError):
+                raise
+            raise CorruptDataError(f"{source.name}: its files do not extract or decode "
+                                   f"({type(exc).__name__}: {exc or 'ends early'})") from exc
         pin_checksums(source, root, digests)
         atomic_write_json(marker, {
             "source": source.name,
