@@ -92,6 +92,8 @@ def test_a_tampered_bundle_is_refused_naming_the_file_and_nothing_is_written(bun
     tarfile.TarInfo("../outside.json"),
     tarfile.TarInfo("/tmp/absolute.json"),
     tarfile.TarInfo("runs/link"),
+    tarfile.TarInfo("runs/alias"),  # a link inside the bundle would alias one run's files to another's
+    tarfile.TarInfo("runs/hard-alias"),
 ])
 def test_unsafe_members_are_refused(bundle, tmp_path, member):
     evil = tmp_path / "evil.tar.gz"
@@ -100,6 +102,12 @@ def test_unsafe_members_are_refused(bundle, tmp_path, member):
             dst.addfile(m, src.extractfile(m))
         if member.name == "runs/link":
             member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            dst.addfile(member)
+        elif member.name == "runs/alias":
+            member.type, member.linkname = tarfile.SYMTYPE, f"../{RUN}/result.json"
+            dst.addfile(member)
+        elif member.name == "runs/hard-alias":
+            member.type, member.linkname = tarfile.LNKTYPE, f"{RUN}/result.json"
             dst.addfile(member)
         else:
             member.size = 2
@@ -174,3 +182,15 @@ def scheduled(proc) -> set[str]:
     import re
 
     return set(re.findall(r"^(?:local)?rule (\w+):", proc.stdout + proc.stderr, re.M))
+
+
+def test_a_results_tree_that_once_received_a_bundle_exports_one_that_imports(tmp_path):
+    """A BUNDLE.json (or imported.json) left in results/<scale> is not exported: as a member it would replace
+    the new bundle's own manifest when unpacked."""
+    results = results_tree(tmp_path / "src")
+    (results / "smoke" / MANIFEST).write_text('{"format": 0}')
+    (results / "smoke" / "imported.json").write_text('{"bundle": "old.tar.gz"}')
+    out = tmp_path / "again.tar.gz"
+    export_bundle(results, "smoke", out)
+    assert sorted(members(out)) == sorted([*KEPT, MANIFEST])
+    import_bundle(out, tmp_path / "dst" / "results")

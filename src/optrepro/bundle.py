@@ -34,6 +34,7 @@ from optrepro.io import atomic_write_json
 
 FORMAT = 1
 MANIFEST = "BUNDLE.json"
+IMPORTED = "imported.json"  # written by import beside the runs: which bundle they came from
 LEFT_OUT_DIRS = ("logs", "benchmarks", "plans")  # plans: only the current one goes in, added explicitly
 LEFT_OUT_NAMES = ("checkpoint.pt", "checkpoint.pt.tmp", ".lock")
 
@@ -59,6 +60,8 @@ def bundle_files(scale_dir: Path) -> list[str]:
         if path.is_symlink() or not path.is_file() or rel.parts[0] in LEFT_OUT_DIRS:
             continue
         if path.name in LEFT_OUT_NAMES or path.name.startswith(".") or path.name.endswith((".tmp", ".part")):
+            continue
+        if rel.as_posix() in (MANIFEST, IMPORTED):  # an earlier bundle's manifest would replace this one's
             continue
         files.append(rel.as_posix())
     current = scale_dir / "plans" / "current"
@@ -123,8 +126,11 @@ def verify_unpacked(root: Path) -> dict:
 
     if scale not in SCALES:
         raise BundleError(f"{MANIFEST}: unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    for p in Path(root).rglob("*"):  # a link would alias a run's files to another's (or outside results/)
+        if p.is_symlink() or (p.is_file() and p.stat().st_nlink > 1):
+            raise BundleError(f"{p.relative_to(root).as_posix()}: a link; a bundle holds plain files only")
     present = sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*")
-                     if not p.is_dir() and p.name != MANIFEST)
+                     if not p.is_dir() and p.relative_to(root).as_posix() != MANIFEST)
     for rel in present:
         if rel not in files:
             raise BundleError(f"{rel}: in the bundle but not in {MANIFEST} (tampered or not an optrepro bundle)")
@@ -182,7 +188,7 @@ def _cmd_export(args) -> int:
 
 def _cmd_import(args) -> int:
     manifest = import_bundle(Path(args.bundle), Path(args.results), args.sha256)
-    atomic_write_json(Path(args.results) / manifest["scale"] / "imported.json",
+    atomic_write_json(Path(args.results) / manifest["scale"] / IMPORTED,
                       {"bundle": Path(args.bundle).name, "plan": manifest["plan"], "runs": manifest["runs"]})
     print(f"{args.bundle}: verified, {manifest['runs']} runs of scale {manifest['scale']} in "
           f"{Path(args.results) / manifest['scale']} (plan {manifest['plan']}); "
