@@ -257,3 +257,26 @@ def test_a_lock_is_cleared_only_when_no_snakemake_is_alive_in_the_directory(tmp_
 ])
 def test_what_counts_as_a_snakemake_process(argv, expected):
     assert _is_snakemake(argv) is expected
+
+
+def test_a_sigkilled_supervisor_takes_snakemake_down_with_it(tmp_path):
+    """A SIGKILL of the supervisor (a `timeout -k` shorter than its grace) cannot forward anything: the child
+    gets SIGTERM from the kernel instead (parent-death signal) and does not run on as an orphan."""
+    code = "import sys; from optrepro.stopping import supervise; sys.exit(supervise(['sleep', '60']))"
+    supervisor = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not children.read_text().split():
+        time.sleep(0.05)
+    child = int(children.read_text().split()[0])
+    supervisor.send_signal(signal.SIGKILL)
+    supervisor.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists():
+        state = (Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    alive = Path(f"/proc/{child}").exists() and \
+        (Path(f"/proc/{child}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    assert not alive, "the supervised command outlived its SIGKILLed supervisor"

@@ -158,12 +158,23 @@ def end_group(pgid: int, grace_s: float = GRACE_S) -> bool:
     return True
 
 
+def _term_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the supervisor dies (a SIGKILL of the supervisor, e.g. by
+    a `timeout -k` shorter than GRACE_S, would otherwise leave Snakemake and its jobs running). Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(command: Sequence[str], grace_s: float = GRACE_S) -> int:
     """Run `command` (a Snakemake command line) in a new process group; return its exit status (128 + signal
     when a signal ended it) once no process of the group is left."""
     print(f"optrepro supervise: {clear_stale_lock()}", file=sys.stderr, flush=True)
     _become_subreaper()
-    proc = subprocess.Popen(list(command), process_group=0)
+    proc = subprocess.Popen(list(command), process_group=0, preexec_fn=_term_with_parent)
     forwarded: list[int] = []
 
     def forward(signum, frame):  # Ctrl-C, a terminal hang-up, a kill of make: to the whole group
