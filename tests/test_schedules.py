@@ -244,3 +244,17 @@ def test_bad_controller_input():
         schedules.build_controller("early_stopping", mode="maximum")
     with pytest.raises(KeyError, match="valid/loss"):
         schedules.build_controller("early_stopping").observe(0, {"valid/accuracy": 0.5})
+
+
+def test_controller_arguments_are_refused_when_built_not_at_the_first_evaluation():
+    from optrepro.schedules import build_controller
+
+    with pytest.raises(ValueError, match=r"monitor 'valid-loss'.*split one of train, valid, test"):
+        build_controller("early_stopping", monitor="valid-loss")
+    with pytest.raises(ValueError, match=r"monitor 'tset/loss'"):
+        build_controller("reduce_on_plateau", monitor="tset/loss")
+    with pytest.raises(ValueError, match=r"patience must be an integer >= 0, got 2.5"):
+        build_controller("early_stopping", patience=2.5)  # was silently 2
+    with pytest.raises(ValueError, match=r"start_from_epoch must be an integer >= 1, got 0"):
+        build_controller("threshold_stop", start_from_epoch=0)
+    assert build_controller("reduce_on_plateau", patience=2.0, cooldown=1).patience == 2

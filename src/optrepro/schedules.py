@@ -216,6 +216,27 @@ def build_controller(name: str, **args) -> Controller:
     return cls(**{**defaults, **args})
 
 
+MONITOR_SPLITS = ("train", "valid", "test")
+
+
+def _monitor(controller: str, monitor: Any) -> str:
+    """A monitored metric, "<split>/<metric>" as the loop logs it; refused at plan time, not at the first
+    evaluation. Which metrics a problem logs is its own: a wrong metric name still fails there, naming them."""
+    split, _, metric = str(monitor).partition("/")
+    if split not in MONITOR_SPLITS or not metric:
+        raise ValueError(f"{controller} monitor {monitor!r}: expected '<split>/<metric>' (e.g. 'valid/loss'), "
+                         f"split one of {', '.join(MONITOR_SPLITS)}")
+    return str(monitor)
+
+
+def _count(controller: str, key: str, value: Any, low: int = 0) -> int:
+    """An epoch count: an integer (2.0 is 2; 2.5 is refused rather than silently truncated) of at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value) \
+            or int(value) < low:
+        raise ValueError(f"{controller} {key} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 def _resolve_mode(mode: str, monitor: str) -> str:
     """Keras's mode="auto": maximise metrics named like accuracy, minimise the rest."""
     _check_choice("controller mode", mode, MODES)
@@ -238,7 +259,7 @@ class _Monitor(Controller):
         return int(epoch) - 1
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
-        self.monitor = str(monitor)
+        self.monitor = _monitor(type(self).__name__, monitor)
         self.mode = _resolve_mode(mode, self.monitor)
         self.min_delta = abs(float(min_delta))
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -277,12 +298,11 @@ class ReduceOnPlateau(_Monitor):
         super().__init__(monitor, mode, min_delta)
         if not 0.0 < float(factor) < 1.0:
             raise ValueError(f"reduce_on_plateau factor must be in (0, 1), got {factor!r}")
-        if int(patience) < 0 or int(cooldown) < 0 or float(min_lr_factor) < 0:
-            raise ValueError(f"reduce_on_plateau needs patience, cooldown, min_lr_factor >= 0, got "
-                             f"{patience!r}, {cooldown!r}, {min_lr_factor!r}")
+        if float(min_lr_factor) < 0:
+            raise ValueError(f"reduce_on_plateau needs min_lr_factor >= 0, got {min_lr_factor!r}")
         self.factor = float(factor)
-        self.patience = int(patience)
-        self.cooldown = int(cooldown)
+        self.patience = _count("reduce_on_plateau", "patience", patience)
+        self.cooldown = _count("reduce_on_plateau", "cooldown", cooldown)
         self.min_lr_factor = float(min_lr_factor)
         self.cooldown_counter = 0
         self.reductions = 0
@@ -325,11 +345,8 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor, mode, patience, min_delta, baseline, start_from_epoch):
         super().__init__(monitor, mode, min_delta)
-        if int(patience) < 0 or int(start_from_epoch) < 0:
-            raise ValueError(f"early_stopping needs patience, start_from_epoch >= 0, got {patience!r}, "
-                             f"{start_from_epoch!r}")
-        self.patience = int(patience)
-        self.start_from_epoch = int(start_from_epoch)
+        self.patience = _count("early_stopping", "patience", patience)
+        self.start_from_epoch = _count("early_stopping", "start_from_epoch", start_from_epoch)
         self.baseline = None if baseline is None else float(baseline)
         self.best_epoch = -1
         self.stopped_epoch = -1
@@ -358,11 +375,9 @@ class ThresholdStop(Controller):
     epoch index k (from 0) is epoch k + 1 here, so FiveEpochCallback(epoch=2) is start_from_epoch=3."""
 
     def __init__(self, monitor, threshold, start_from_epoch):
-        if int(start_from_epoch) < 1:
-            raise ValueError(f"threshold_stop start_from_epoch must be >= 1, got {start_from_epoch!r}")
-        self.monitor = str(monitor)
+        self.start_from_epoch = _count("threshold_stop", "start_from_epoch", start_from_epoch, low=1)
+        self.monitor = _monitor("threshold_stop", monitor)
         self.threshold = float(threshold)
-        self.start_from_epoch = int(start_from_epoch)
         self.stopped_epoch = -1
         self.lr_factor = 1.0
         self.should_stop = False
