@@ -11,24 +11,22 @@ uint8 arrays instead of data/cifar10 (as benchmarks/data_pipeline.py). The faste
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from optrepro import problems
-from optrepro.plan import make_spec
-from optrepro.train import Trainer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data_pipeline import PROBLEM, sync, use_generated_cifar10  # noqa: E402
+
+from optrepro.plan import make_spec  # noqa: E402
+from optrepro.train import Trainer  # noqa: E402
 
 ARMS = [("keras_adam", {}), *[(f"caadam_{s}", {"mode": m}) for s in ("additive", "multiplicative", "depth")
                               for m in ("reference", "described")]]
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -40,15 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    generated = {"x_train": rng.integers(0, 256, (args.examples, 32, 32, 3), dtype=np.uint8),
-                 "y_train": rng.integers(0, 10, args.examples),
-                 "x_test": rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 1000)}
-    cls = type(problems.get("caadam_cifar10_resnet20", "full"))
-    cls.raw_arrays = lambda self: generated  # generated data instead of data/cifar10, same loading path
+    use_generated_cifar10(args.examples)
     rows = []
     for name, hparams in ARMS:
-        spec = make_spec(paper="bench", problem="caadam_cifar10_resnet20", scale="full", optimizer=name,
+        spec = make_spec(paper="bench", problem=PROBLEM, scale="full", optimizer=name,
                          hparams=hparams, device=args.device, epochs=1, batch_size=64)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(spec, Path(tmp), progress=False)

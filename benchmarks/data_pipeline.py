@@ -10,7 +10,9 @@ splits moved to the device once per process); only the raw arrays are generated 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +21,22 @@ from optrepro import optim, problems
 from optrepro.plan import make_spec
 from optrepro.train import Trainer
 
+PROBLEM = "caadam_cifar10_resnet20"
+
 
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def use_generated_cifar10(examples: int) -> None:
+    """Make PROBLEM load `examples` generated CIFAR-shaped training images (uint8 NHWC; 1000 test images)
+    through its own loading path instead of reading data/cifar10."""
+    rng = np.random.default_rng(0)
+    generated = {"x_train": rng.integers(0, 256, (examples, 32, 32, 3), dtype=np.uint8),
+                 "y_train": rng.integers(0, 10, examples),
+                 "x_test": rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8), "y_test": rng.integers(0, 10, 1000)}
+    type(problems.get(PROBLEM, "full")).raw_arrays = lambda self: generated
 
 
 def main() -> None:
@@ -35,17 +49,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
-    generated = {"x_train": rng.integers(0, 256, (args.examples, 32, 32, 3), dtype=np.uint8),
-                 "y_train": rng.integers(0, 10, args.examples), "x_test": rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
-                 "y_test": rng.integers(0, 10, 1000)}
-    cls = type(problems.get("caadam_cifar10_resnet20", "full"))
-    cls.raw_arrays = lambda self: generated  # generated data instead of data/cifar10, same loading path
-    spec = make_spec(paper="bench", problem="caadam_cifar10_resnet20", scale="full", optimizer="adam",
+    use_generated_cifar10(args.examples)
+    spec = make_spec(paper="bench", problem=PROBLEM, scale="full", optimizer="adam",
                      device=args.device, epochs=1, batch_size=args.batch_size)
-    from pathlib import Path
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(spec, Path(tmp), progress=False)
         order = trainer.splits["train"].order(torch.Generator().manual_seed(0))
@@ -59,7 +65,7 @@ def main() -> None:
         sync(args.device)
         loop_rate = steps * args.batch_size / (time.perf_counter() - t0)
 
-    problem = problems.get("caadam_cifar10_resnet20", "full")
+    problem = problems.get(PROBLEM, "full")
     torch.manual_seed(0)
     model = problem.build_model().to(args.device)
     opt = optim.build("adam", model)
