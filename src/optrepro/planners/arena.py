@@ -70,7 +70,8 @@ def arena_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping
             raise unknown("Crowded Valley schedule", s, SCHEDULES)
     policy = pconfig.get("schedule_policy", {})
     entries: dict[Any, Any] = {}
-    for method in methods_of(pconfig):
+    methods = methods_of(pconfig)
+    for method in methods:
         plan_study(entries, paper=paper, problems=pconfig["problems"], methods=[method],
                    schedules=schedules_for(method, schedules, policy), wanted=wanted, budgets=budgets, seeds=seeds,
                    scale=scale, global_config=global_config)
@@ -82,7 +83,7 @@ def arena_planner(pconfig: Mapping[str, Any], scale: str, global_config: Mapping
     control = pconfig.get("control")
     if control:
         check_keys("arena control key", control, {"method", "factors"})
-        by_label = {m.label: m for m in methods_of(pconfig)}
+        by_label = {m.label: m for m in methods}
         if control["method"] not in by_label:
             raise unknown("arena control method", control["method"], sorted(by_label))
         for problem, factor in control["factors"].items():
