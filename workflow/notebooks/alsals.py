@@ -293,7 +293,10 @@ def y_axis(ax, values) -> None:
     ax.xaxis.set_major_locator(ticker.MaxNLocator(3, integer=True))
 
 
-def legend(fig, axes) -> None:
+def finish(fig, axes, ylabel: str, name: str) -> None:
+    """The y label on the first column, one legend below all panels, and the figure saved as `name`."""
+    for ax in axes[::4]:
+        ax.set_ylabel(ylabel)
     handles = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -301,6 +304,7 @@ def legend(fig, axes) -> None:
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
                    frameon=False)
+    figures.save_figure(fig, section.path(name), scale)
 
 
 def mean_curve(series: list[list[tuple[float, float]]]) -> tuple[list[float], list[float]]:
@@ -310,8 +314,8 @@ def mean_curve(series: list[list[tuple[float, float]]]) -> tuple[list[float], li
     return xs, [sum(dict(s)[x] for s in series) / len(series) for x in xs]
 
 
-step_tasks = [t for t in MAIN if not task_rows(usable, t).empty
-              and set(task_rows(usable, t)["tags.arm"]) & set(LINE_SEARCHES)]
+run_tasks = [t for t in MAIN if not task_rows(usable, t).empty]
+step_tasks = [t for t in run_tasks if set(task_rows(usable, t)["tags.arm"]) & set(LINE_SEARCHES)]
 fig, axes = panels(len(step_tasks))
 for ax, task in zip(axes, step_tasks):
     mine = task_rows(usable, task)
@@ -325,14 +329,11 @@ for ax, task in zip(axes, step_tasks):
     y_axis(ax, seen)
     ax.set_title(task)
     ax.set_xlabel("step")
-for ax in axes[::4]:
-    ax.set_ylabel("step size")
-legend(fig, axes)
-figures.save_figure(fig, section.path("step_size.pdf"), scale)
+finish(fig, axes, "step size", "step_size.pdf")
 
 for x_index, name, xlabel in ((0, "loss_steps.pdf", "step"), (1, "loss_units.pdf", "pass units")):
-    fig, axes = panels(len([t for t in MAIN if not task_rows(usable, t).empty]))
-    for ax, task in zip(axes, [t for t in MAIN if not task_rows(usable, t).empty]):
+    fig, axes = panels(len(run_tasks))
+    for ax, task in zip(axes, run_tasks):
         mine = task_rows(usable, task)
         seen = []
         for arm in [a for a in ARMS if a in set(mine["tags.arm"])]:
@@ -348,14 +349,10 @@ for x_index, name, xlabel in ((0, "loss_steps.pdf", "step"), (1, "loss_units.pdf
         y_axis(ax, seen)
         ax.set_title(task)
         ax.set_xlabel(xlabel)
-    for ax in axes[::4]:
-        ax.set_ylabel("train loss")
-    legend(fig, axes)
-    figures.save_figure(fig, section.path(name), scale)
+    finish(fig, axes, "train loss", name)
 
-wall_tasks = [t for t in MAIN if not task_rows(usable, t).empty]
-fig, axes = panels(len(wall_tasks))
-for ax, task in zip(axes, wall_tasks):
+fig, axes = panels(len(run_tasks))
+for ax, task in zip(axes, run_tasks):
     mine = task_rows(usable, task)
     for arm in [a for a in ARMS if a in set(mine["tags.arm"])]:
         frame = mine[mine["tags.arm"] == arm]
@@ -363,10 +360,7 @@ for ax, task in zip(axes, wall_tasks):
     y_axis(ax, list(mine["final.train.loss"]))
     ax.set_title(task)
     ax.set_xlabel("wall time (s)")
-for ax in axes[::4]:
-    ax.set_ylabel("final train loss")
-legend(fig, axes)
-figures.save_figure(fig, section.path("loss_wall.pdf"), scale)
+finish(fig, axes, "final train loss", "loss_wall.pdf")
 
 # %% [markdown]
 # ## Verdicts of the registered claims (paper/claims/alsals.yaml), the register, verdicts.json
