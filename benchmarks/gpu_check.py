@@ -1,15 +1,20 @@
-"""Every GPU check in one command (`make gpu-check`), at most about 17 minutes, no network needed.
+"""Every GPU check in one command (`make gpu-check`), at most about 25 minutes, no network needed.
 
-Runs the GPU-marked tests, the optimizer step benchmark on CUDA, the NOS genomes' compiled path on CUDA (the
-1.5x target that one CPU thread cannot show for the genomes with asinh, i1e, atan or a norm:
-benchmarks/RESULTS.md), the NOS search proxy's training step with the genome step eager and compiled, the
-data pipeline benchmark when it exists, CaAdam's ResNet-20 seconds per epoch (benchmarks/caadam_epoch.py) and
-the fuzzy method's whole training step against AdamW on EfficientNet-B3 (benchmarks/fuzzy_step_time.py);
-`python benchmarks/gpu_check.py tests
-step` runs a subset, for machines that limit a command's time. Writes
-benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions found,
-and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried pure-Python
-wheels from .whl/ with --no-deps first.
+Sections (`python benchmarks/gpu_check.py tests step` runs a subset, for machines that limit a command's time):
+  tests        the GPU-marked tests (tests/test_gpu.py: every optimizer on CUDA, determinism, bf16, the fuzzy
+               probe in fp32, no host-device synchronisation between log points)
+  step         the optimizer step benchmark on CUDA (benchmarks/optim_step.py)
+  nos          the NOS genomes' compiled path on CUDA (the 1.5x target one CPU thread cannot show)
+  nosproxy     the NOS search proxy's training step with the genome step eager and compiled
+  data         the input pipeline against pre-staged tensors (benchmarks/data_pipeline.py)
+  caadam       CaAdam's ResNet-20 seconds per epoch (benchmarks/caadam_epoch.py)
+  fuzzy        the fuzzy method's whole training step against AdamW on EfficientNet-B3 (fuzzy_step_time.py)
+  alsals       GPT-2 small on generated tokens, ALSALS against Adam (benchmarks/alsals_gpt2.py)
+  epochs       seconds per epoch of fmnist_2c2d and cifar10_3c3d (benchmarks/epoch_time.py)
+  concurrency  cifar10_3c3d runs per hour at 1, 2, 4 and 8 at once (benchmarks/concurrent_runs.py)
+Writes benchmarks/gpu/<torch>-cuda<version>-<gpu>[-<sections>].md, labelled with the torch and CUDA versions
+found, and prints it. Use it on a machine that has torch and a GPU: `make gpu-check` installs carried
+pure-Python wheels from .whl/ with --no-deps first.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ def run(title: str, cmd: list[str], timeout: int) -> str:
     return f"## {title}\n\nCommand: `{' '.join(cmd)}` — {status} in {elapsed:.0f} s\n\n```\n{out[-6000:]}\n```\n"
 
 
-SECTIONS = ("tests", "step", "nos", "nosproxy", "data", "caadam", "fuzzy")
+SECTIONS = ("tests", "step", "nos", "nosproxy", "data", "caadam", "fuzzy", "alsals", "epochs", "concurrency")
 NOS_NAMES = [f"nos_opt{i}" for i in range(1, 11)] + [f"nos_a{i}" for i in range(1, 6)]
 
 
@@ -73,6 +78,13 @@ def main(argv=None) -> int:
     if "fuzzy" in wanted:  # the fuzzy section's device check: a whole step vs AdamW on EfficientNet-B3, batch 64
         sections.append(run("Fuzzy method vs AdamW: whole training step, EfficientNet-B3 at batch 64",
                             [py, "benchmarks/fuzzy_step_time.py", "--device", "cuda"], 240))
+    if "alsals" in wanted:
+        sections.append(run("ALSALS vs Adam: GPT-2 small on generated tokens", [py, "benchmarks/alsals_gpt2.py"], 240))
+    if "epochs" in wanted:
+        sections.append(run("Crowded Valley image problems: seconds per epoch", [py, "benchmarks/epoch_time.py"], 180))
+    if "concurrency" in wanted:
+        sections.append(run("cifar10_3c3d runs per hour at 1, 2, 4 and 8 at once",
+                            [py, "benchmarks/concurrent_runs.py"], 300))
     report = "\n".join(sections)
     suffix = "" if set(wanted) == set(SECTIONS) else "-" + "-".join(wanted)
     out = ROOT / "benchmarks" / "gpu" / f"{label}{suffix}.md"

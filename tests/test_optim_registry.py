@@ -480,3 +480,14 @@ def test_crowded_valley_catalog():
 def test_bad_semantics_is_refused():
     with pytest.raises(UnknownNameError, match="tf1"):
         optim.build("rmsprop", Net(), semantics="keras")
+
+
+def test_fused_is_asked_for_only_on_the_devices_of_the_class():
+    # torch's fused Adagrad exists on CPU only; fused=True on CUDA raises (tests/test_gpu.py caught it on an H200)
+    from optrepro.optim._base import fastest_torch_kwargs
+
+    p = nn.Parameter(torch.zeros(3))
+    assert fastest_torch_kwargs([p], True) == {"fused": True}
+    assert fastest_torch_kwargs([p], True, ("cuda",)) == {"foreach": False}
+    assert fastest_torch_kwargs([p], False) == {"foreach": False}
+    assert optim.build("adagrad", nn.Linear(2, 1)).defaults["fused"] is True  # on CPU: torch's fused kernel

@@ -21,13 +21,15 @@ from optrepro.optim import _compiled
 _FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
 
 
-def fastest_torch_kwargs(params: list, has_fused: bool) -> dict[str, Any]:
+def fastest_torch_kwargs(params: list, has_fused: bool,
+                         fused_devices: tuple[str, ...] = _FUSED_DEVICES) -> dict[str, Any]:
     """{"fused": True} where torch has a fused kernel for these parameters, else foreach on accelerators and
-    the for-loop on CPU (see `default_foreach`). Fused needs floating-point tensors on one device type.
+    the for-loop on CPU (see `default_foreach`). Fused needs floating-point tensors on one device type among
+    the class's `fused_devices` (torch's Adagrad, for one, has a fused kernel on CPU only).
     """
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     devices = {p.device.type for p in tensors}
-    if has_fused and tensors and len(devices) == 1 and devices <= set(_FUSED_DEVICES) \
+    if has_fused and tensors and len(devices) == 1 and devices <= set(fused_devices) \
             and all(p.is_floating_point() for p in tensors):
         return {"fused": True}
     return {"foreach": default_foreach(tensors)}

@@ -106,10 +106,11 @@ def adadelta(params, lr, rho, eps, weight_decay):
 
 
 def adagrad(params, lr, initial_accumulator_value, eps, weight_decay):
-    """TF's AdagradOptimizer is torch's Adagrad with initial_accumulator_value=0.1 and eps=0 (TF has none)."""
+    """TF's AdagradOptimizer is torch's Adagrad with initial_accumulator_value=0.1 and eps=0 (TF has none).
+    torch's fused Adagrad exists on CPU only: on CUDA, fused=True raises (seen on an H200), so foreach there."""
     params = as_param_list(params)
     return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=initial_accumulator_value, eps=eps,
-                               weight_decay=weight_decay, **fastest_torch_kwargs(params, True))
+                               weight_decay=weight_decay, **fastest_torch_kwargs(params, True, ("cpu",)))
 
 
 def rmsprop(params, lr, alpha, eps, momentum, centered, weight_decay, semantics):

@@ -132,11 +132,17 @@ class _ArmijoBase(OneParamGroup, Optimizer):
         return eta
 
 
+def _dots(*pairs) -> list[float]:
+    """For each pair (a, b) of tensor lists, the sum over tensors of <a_i, b_i>, as Python floats read from the
+    device together (one host sync for all pairs: each sync stalls a GPU's queue)."""
+    sums = [torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum() for a, b in pairs if a]
+    values = iter(torch.stack(sums).tolist() if sums else [])
+    return [next(values) if a else 0.0 for a, _ in pairs]
+
+
 def _dot(a, b) -> float:
     """Sum over all tensors of <a_i, b_i>, as a Python float (one host sync)."""
-    if not a:
-        return 0.0
-    return float(torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum())
+    return _dots((a, b))[0]
 
 
 class SLS(_ArmijoBase):
@@ -360,7 +366,7 @@ class ALSALS(_ArmijoBase):
         denom = torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2 ** t))
         torch._foreach_add_(denom, 1e-8)
         direction = torch._foreach_div(torch._foreach_div(m, 1 - beta1 ** t), denom)
-        gm, gg, mm = _dot(grads, m), _dot(grads, grads), _dot(m, m)
+        gm, gg, mm = _dots((grads, m), (grads, grads), (m, m))
         s["cos_grad_momentum"] = gm / math.sqrt(gg * mm) if gg > 0 and mm > 0 else 0.0
         origin = [p.clone() for p in params]
         eta = s["step_size"] * o["growth"]
