@@ -356,3 +356,18 @@ def test_breakable_keeps_numbers_and_counts_whole():
 
     assert breakable("88.1 (n=10)") == r"88.1 \allowbreak{}(n=10)"  # before "(", never after "="
     assert breakable("lr=a_b") == r"lr=\allowbreak{}a\_\allowbreak{}b"
+
+
+def test_compute_sentence_reports_time_at_full_scale_only():
+    from optrepro.report.section import compute_sentence
+
+    runs = pd.DataFrame({"run_id": ["a", "b", "b"], "status": ["ok", "diverged", "diverged"],
+                         "device": ["cuda", "cpu", "cpu"], "wall_time_s": [7200.0, 1800.0, 1800.0],
+                         "cost_units": [300.0, 24.0, 24.0], "tags.stage": ["tune", "final", "final"]})
+    full = compute_sentence(runs, "full")
+    assert "2 runs (1 diverged, 1 ok)" in full and "324 pass units" in full and "1 tuning runs" in full
+    assert "of CPU time" in full and "of GPU time" in full
+    smoke = compute_sentence(runs, "smoke")
+    assert "time not reported at smoke scale" in smoke and "of CPU time" not in smoke
+    # nothing machine-dependent reaches the smoke PDF: other wall times, the same sentence
+    assert compute_sentence(runs.assign(wall_time_s=[1.0, 2.0, 2.0]), "smoke") == smoke

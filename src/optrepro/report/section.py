@@ -160,7 +160,9 @@ def _duration(hours: float) -> str:
 
 
 def compute_sentence(runs: pd.DataFrame, scale: str) -> str:
-    """The section's compute, from its runs: how many (by status), CPU- and GPU-hours, pass units, tuning runs."""
+    """The section's compute, from its runs: how many (by status), CPU- and GPU-hours, pass units, tuning runs.
+    Time is left out at smoke scale: there it measures the machine's load, not the method, and would make two
+    builds of the same code differ (the smoke PDF is rebuilt bit for bit after a killed run: tests/test_faults.py)."""
     if runs.empty:
         return f"No run at {scale} scale."
     runs = runs.drop_duplicates("run_id")  # a run the paper labels twice was trained once
@@ -171,8 +173,9 @@ def compute_sentence(runs: pd.DataFrame, scale: str) -> str:
     statuses = runs["status"].value_counts().to_dict()
     units = pd.to_numeric(runs.get("cost_units", pd.Series(dtype=float)), errors="coerce").sum()
     tuning = int((runs.get("tags.stage", pd.Series(dtype=object)) == "tune").sum())
-    parts = [f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})",
-             ", ".join(f"{_duration(h)} of {kind} time" for kind, h in sorted(hours.items())),
+    time = ("time not reported at smoke scale" if scale == "smoke"
+            else ", ".join(f"{_duration(h)} of {kind} time" for kind, h in sorted(hours.items())))
+    parts = [f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})", time,
              f"{units:,.0f} pass units (forward+backward = 1, forward only = 1/3)",
              f"{tuning} tuning runs"]
     return tables.latex_escape(f"Compute at {scale} scale: " + "; ".join(parts) + ".")
