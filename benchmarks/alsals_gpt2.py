@@ -1,14 +1,16 @@
 """A short GPT-2 small run on generated tokens, ALSALS against Adam: ALSALS's step-size trace and the cost of a
 step in passes and seconds (the ALSALS section's device check; `python benchmarks/gpu_check.py alsals`).
 
-    python benchmarks/alsals_gpt2.py                                      # CUDA, bf16, batch 8 x 1024 tokens
-    python benchmarks/alsals_gpt2.py --device cpu --precision fp32 --batch-size 2 --block-size 64 --steps 3
+    python benchmarks/alsals_gpt2.py                                      # CUDA, fp32, batch 8 x 1024 tokens
+    python benchmarks/alsals_gpt2.py --precision bf16                     # nanoGPT's bf16 autocast instead
+    python benchmarks/alsals_gpt2.py --device cpu --batch-size 2 --block-size 64 --steps 3
 
 The problem is the paper's (alsals_gpt2_owt at full scale: GPT-2 small, 124 M parameters, vocabulary 50304,
 context `--block-size`), its loading path fed uniformly random token streams instead of OpenWebText. Each arm
 trains its own copy of the model from the same initialisation through the loop the runs use
 (optrepro.train.Trainer.train_step), with the settings of config/papers/alsals.yaml's gpt2 task: ALSALS with
-c 0.3 and clipping 0.25, Adam with lr 6e-4 and beta2 0.95 (constant: a short run has no schedule to speak of).
+c 0.3 and clipping 0.25, Adam with lr 6e-4 and beta2 0.95 (constant: a short run has no schedule to speak of),
+in fp32 with TF32 off as every arm of the section runs (the step-time bound is checked there).
 Steps are interleaved (one of each arm in turn, so drift hits both alike) and timed with a device
 synchronisation. Prints, per arm, the median seconds per step after `--warmup`, the mean pass units per step
 (forward+backward = 1, forward-only = 1/3, from the loop's counters), the ratio of seconds to Adam's and the
@@ -74,7 +76,7 @@ def forward_only_share(trainer: Trainer, order: torch.Tensor, device: str, repea
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=40)
