@@ -21,7 +21,9 @@ mechanics, not a training curve.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import optrepro.problems.language as language
-from optrepro.closure import StepClosure
-from optrepro.plan import make_spec
-from optrepro.train import Trainer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data_pipeline import sync  # noqa: E402
+
+import optrepro.problems.language as language  # noqa: E402
+from optrepro.closure import StepClosure  # noqa: E402
+from optrepro.plan import make_spec  # noqa: E402
+from optrepro.train import Trainer  # noqa: E402
 
 PROBLEM = "alsals_gpt2_owt"
 ARMS = {"adam": {"beta2": 0.95, "lr": 6.0e-4}, "alsals": {"c": 0.3, "clip_grad": 0.25}}
@@ -45,11 +50,6 @@ def use_generated_tokens(tokens: int) -> None:
     streams = {"train": rng.integers(0, VOCAB, tokens, dtype=np.uint16),
                "val": rng.integers(0, VOCAB, max(tokens // 10, 4096), dtype=np.uint16)}
     language.load_source = lambda source, keys: {k: streams[k] for k in keys}
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def units(forward: int, backward: int) -> float:

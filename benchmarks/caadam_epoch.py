@@ -14,13 +14,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data_pipeline import PROBLEM, sync, use_generated_cifar10  # noqa: E402
+from data_pipeline import PROBLEM, use_generated_cifar10  # noqa: E402
+from epoch_time import fastest_epoch  # noqa: E402
 
 from optrepro.plan import make_spec  # noqa: E402
 from optrepro.train import Trainer  # noqa: E402
@@ -45,18 +45,7 @@ def main() -> None:
                          hparams=hparams, device=args.device, epochs=1, batch_size=64)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = Trainer(spec, Path(tmp), progress=False)
-            order = trainer.splits["train"].order(torch.Generator().manual_seed(0))
-            for _ in range(5):  # warm-up: first calls allocate
-                trainer.train_step(order)
-            best = float("inf")
-            for _ in range(args.repeats):
-                trainer.step_in_epoch = 0
-                sync(args.device)
-                t0 = time.perf_counter()
-                while trainer.step_in_epoch < trainer.steps_per_epoch:
-                    trainer.train_step(order)
-                sync(args.device)
-                best = min(best, time.perf_counter() - t0)
+            best = fastest_epoch(trainer, args.device, args.repeats)
         rows.append((name, hparams.get("mode", "-"), trainer.steps_per_epoch, best))
     adam = rows[0][3]
     device = torch.cuda.get_device_name(0) if args.device == "cuda" else "CPU"

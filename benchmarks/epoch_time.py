@@ -15,6 +15,8 @@ the cost per epoch the problem's registry entry declares (what run batching plan
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import optrepro.problems.deepobs as deepobs
-from optrepro import problems
-from optrepro.plan import make_spec
-from optrepro.train import Trainer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data_pipeline import sync  # noqa: E402
+
+import optrepro.problems.deepobs as deepobs  # noqa: E402
+from optrepro import problems  # noqa: E402
+from optrepro.plan import make_spec  # noqa: E402
+from optrepro.train import Trainer  # noqa: E402
 
 # (training images, test images, image shape) of each source, as its prepared arrays hold them
 SHAPES = {"fashion_mnist": (60_000, 10_000, (28, 28)), "cifar10": (50_000, 10_000, (32, 32, 3))}
@@ -43,9 +48,21 @@ def use_generated_images(problem: str, examples: int | None = None) -> None:
     deepobs.load_source = lambda source, keys: {k: arrays[k] for k in keys}
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def fastest_epoch(trainer: Trainer, device: str, repeats: int) -> float:
+    """The fastest of `repeats` training epochs in seconds (one fixed batch order), after 5 warm-up steps."""
+    order = trainer.splits["train"].order(torch.Generator().manual_seed(0))
+    for _ in range(5):  # warm-up: first calls allocate
+        trainer.train_step(order)
+    best = float("inf")
+    for _ in range(repeats):
+        trainer.step_in_epoch = 0
+        sync(device)
+        t0 = time.perf_counter()
+        while trainer.step_in_epoch < trainer.steps_per_epoch:
+            trainer.train_step(order)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def time_epoch(problem: str, optimizer: str, device: str, repeats: int) -> tuple[int, float, float, int]:
@@ -53,18 +70,7 @@ def time_epoch(problem: str, optimizer: str, device: str, repeats: int) -> tuple
     spec = make_spec(paper="bench", problem=problem, scale="full", optimizer=optimizer, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(spec, Path(tmp), progress=False)
-        order = trainer.splits["train"].order(torch.Generator().manual_seed(0))
-        for _ in range(5):  # warm-up: first calls allocate
-            trainer.train_step(order)
-        best = float("inf")
-        for _ in range(repeats):
-            trainer.step_in_epoch = 0
-            sync(device)
-            t0 = time.perf_counter()
-            while trainer.step_in_epoch < trainer.steps_per_epoch:
-                trainer.train_step(order)
-            sync(device)
-            best = min(best, time.perf_counter() - t0)
+        best = fastest_epoch(trainer, device, repeats)
         t0 = time.perf_counter()
         trainer.evaluate_all()
         evaluation = time.perf_counter() - t0
