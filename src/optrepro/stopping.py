@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 LOCKS = Path(".snakemake") / "locks"
 GRACE_S = 60.0  # time the group gets between SIGTERM (checkpoints are written) and SIGKILL
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # linux/prctl.h
 
 
 class Interrupted(Exception):
@@ -112,13 +112,17 @@ def clear_stale_lock(workdir: Path = Path(".")) -> str:
 
 # --- the supervisor ---------------------------------------------------------------------------------------
 
-def _become_subreaper() -> bool:
-    """Orphans of the group are re-parented to this process (not PID 1), so it can reap them."""
+def _prctl(option: int, arg: int) -> bool:
+    """Linux's prctl(option, arg); False where it is missing or refuses."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _become_subreaper() -> bool:
+    """Orphans of the group are re-parented to this process (not PID 1), so it can reap them."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _reap() -> None:
@@ -161,12 +165,7 @@ def end_group(pgid: int, grace_s: float = GRACE_S) -> bool:
 def _term_with_parent() -> None:
     """In the child, before exec: SIGTERM it when the supervisor dies (a SIGKILL of the supervisor, e.g. by
     a `timeout -k` shorter than GRACE_S, would otherwise leave Snakemake and its jobs running). Linux only."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def supervise(command: Sequence[str], grace_s: float = GRACE_S) -> int:

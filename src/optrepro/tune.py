@@ -155,15 +155,14 @@ def select_winners(candidates: list[dict], budgets: Mapping[str, int], higher_is
 def _cmd_select(args) -> int:
     from optrepro.io import atomic_write_json
     from optrepro.planners.crowded_valley import budgets_of, scored_by
-    from optrepro.workflow import paper_config, plan_manifests
+    from optrepro.workflow import paper_config, plan_manifests, plan_requests
 
     metric, higher = scored_by(args.problem)
     pconfig = paper_config(Path(args.config_dir), args.paper, args.scale)
     budgets = budgets_of({"version": pconfig.get("version", pconfig.get("study", "icml")),
                           "budgets": pconfig.get("budgets")})
     manifests = plan_manifests(Path(args.plan), args.paper, stage="tune", problem=args.problem)
-    requests_path = Path(args.plan) / "papers" / f"{args.paper}.json"
-    requests = json.loads(requests_path.read_text()) if requests_path.exists() else {}
+    requests = plan_requests(Path(args.plan), args.paper)
     winners = select_winners(tuning_candidates(manifests, args.problem, "valid", metric, requests), budgets, higher)
     atomic_write_json(Path(args.output), {"problem": args.problem, "metric": f"final valid {metric}",
                                           "higher_is_better": higher, "budgets": budgets, "winners": winners})

@@ -139,9 +139,7 @@ class Plan:
                       and (problem is None or problem in b["problems"]))
 
     def requests(self, paper: str) -> dict[str, Any]:
-        """{run key: [tag sets]} of the runs `paper` asked for (papers/<paper>.json of the plan)."""
-        path = self.root / "papers" / f"{paper}.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return plan_requests(self.root, paper)
 
     def digest(self, paper: str) -> str:
         """A short hash of a paper's batches (and so of its run ids): it names the plan behind a section and
@@ -333,6 +331,12 @@ def plan_manifests(plan_root: Path, paper: str, stage: str | None = None, proble
     index = json.loads((Path(plan_root) / "index.json").read_text())
     return sorted(b["manifest"] for b in index.values() if paper in b["papers"]
                   and (stage is None or b["stage"] == stage) and (problem is None or problem in b["problems"]))
+
+
+def plan_requests(plan_root: Path, paper: str) -> dict[str, Any]:
+    """{run key: [tag sets]} of the runs `paper` asked for (papers/<paper>.json of a written plan)."""
+    path = Path(plan_root) / "papers" / f"{paper}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def batch_entries(plan_root: Path, key: str) -> list[dict[str, Any]]:

@@ -207,18 +207,3 @@ def own_runs(runs: pd.DataFrame, paper: str, requests: dict[str, Any] | None) ->
             out.update(flat)
             rows.append(out)
     return pd.DataFrame(rows, columns=list(dict.fromkeys([*runs.columns, *(c for r in rows for c in r)])))
-    owned = runs["batch"].astype(str).str.split("/").str[0] == paper
-    asked = runs["run_id"].isin(list(requests))
-    runs = runs[owned | asked].copy()
-    tag_columns = [c for c in runs.columns if c.startswith("tags.")]
-    for index, rid in runs["run_id"].items():
-        if rid in requests:
-            flat: dict[str, Any] = {}
-            _flatten("tags", requests[rid], flat)
-            for column in tag_columns:
-                runs.at[index, column] = flat.pop(column, None)
-            for column, value in flat.items():
-                if column not in runs.columns:
-                    runs[column] = None
-                runs.at[index, column] = value
-    return runs
