@@ -81,10 +81,12 @@ class _ArmijoBase(OneParamGroup, Optimizer):
     def _params_with_grad(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def _begin_step(self, closure: Callable) -> tuple[torch.Tensor, list[torch.Tensor], Callable]:
+    def _begin_step(self, closure: Callable, read_loss: bool = True) -> tuple[torch.Tensor, list[torch.Tensor],
+                                                                               Callable]:
         """The common start of every search: loss and gradients at the current point (one forward+backward),
-        the step counted and the loss recorded; returns the loss, the parameters that have gradients and the
-        closure in its one-argument form (optrepro.closure.optimizer_closure)."""
+        the step counted and, with read_loss, the loss recorded (a host read; a search that reads it later
+        together with its first trial loss saves a sync); returns the loss, the parameters that have gradients
+        and the closure in its one-argument form (optrepro.closure.optimizer_closure)."""
         if closure is None:
             raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), with closure(backward: "
                                f"bool) or torch's closure()")
@@ -93,16 +95,21 @@ class _ArmijoBase(OneParamGroup, Optimizer):
             loss = closure(backward=True)
         self.scalars["forward_evals"] += 1
         self.scalars["step"] += 1
-        self.scalars["loss"] = float(loss)
+        if read_loss:
+            self.scalars["loss"] = float(loss)
         return loss, self._params_with_grad(), closure
 
     def _trial(self, closure: Callable, params, origin, direction, eta: float) -> float:
+        return float(self._trial_loss(closure, params, origin, direction, eta))
+
+    def _trial_loss(self, closure: Callable, params, origin, direction, eta: float) -> torch.Tensor:
+        """The loss at origin - eta * direction, left on the device (params stay at that point)."""
         torch._foreach_copy_(params, origin)
         torch._foreach_add_(params, direction, alpha=-eta)
         with torch.no_grad():
             loss = closure(backward=False)
         self.scalars["forward_evals"] += 1
-        return float(loss)
+        return loss
 
     @staticmethod
     def _apply(params, origin, direction, eta: float) -> None:
@@ -130,6 +137,19 @@ class _ArmijoBase(OneParamGroup, Optimizer):
         if o["reset_option"] == 2:
             return o["init_step_size"]
         return eta
+
+
+def _floats(*values) -> list[float]:
+    """Scalar losses as Python floats; tensors on one device are read together, in one host sync."""
+    if all(torch.is_tensor(v) for v in values) and len({v.device for v in values}) == 1:
+        return torch.stack([v.detach().reshape(()).double() for v in values]).tolist()  # float64: exact
+    return [float(v) for v in values]
+
+
+def _device_dots(*pairs) -> list[torch.Tensor]:
+    """For each pair (a, b) of non-empty tensor lists, the sum over tensors of <a_i, b_i> as a 0-dim tensor
+    on the device (no host read)."""
+    return [torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum() for a, b in pairs]
 
 
 def _dots(*pairs) -> list[float]:
@@ -348,8 +368,8 @@ class ALSALS(_ArmijoBase):
     def step(self, closure=None):
         o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params, closure = self._begin_step(closure)
-        loss, t = s["loss"], s["step"]
+        loss_t, params, closure = self._begin_step(closure, read_loss=False)
+        t = s["step"]
         if o["clip_grad"] is not None:
             torch.nn.utils.clip_grad_norm_(params, o["clip_grad"])
         grads = [p.grad for p in params]
@@ -366,13 +386,20 @@ class ALSALS(_ArmijoBase):
         denom = torch._foreach_sqrt(torch._foreach_div(v, 1 - beta2 ** t))
         torch._foreach_add_(denom, 1e-8)
         direction = torch._foreach_div(torch._foreach_div(m, 1 - beta1 ** t), denom)
-        gm, gg, mm = _dots((grads, m), (grads, grads), (m, m))
-        s["cos_grad_momentum"] = gm / math.sqrt(gg * mm) if gg > 0 and mm > 0 else 0.0
+        if params:  # a diagnostic, kept on the device until a log point reads internals() (no sync here)
+            gm, gg, mm = (x.double() for x in _device_dots((grads, m), (grads, grads), (m, m)))
+            s["cos_grad_momentum"] = torch.where((gg > 0) & (mm > 0), gm / torch.sqrt(gg * mm), 0.0)
+        else:
+            s["cos_grad_momentum"] = 0.0
         origin = [p.clone() for p in params]
         eta = s["step_size"] * o["growth"]
-        # finite-difference slope along the direction; bump eps while the loss difference underflows to 0
+        # finite-difference slope along the direction; bump eps while the loss difference underflows to 0.
+        # The step's loss is read with the probe's, in one host read.
         eps = o["probe_eps"]
-        slope = (loss - self._trial(closure, params, origin, direction, eps)) / eps
+        probe = self._trial_loss(closure, params, origin, direction, eps)
+        loss, probe = _floats(loss_t, probe)
+        s["loss"] = loss
+        slope = (loss - probe) / eps
         bumps = 0
         while slope == 0.0 and bumps < o["max_probe_bumps"]:
             eps *= 10.0
