@@ -116,6 +116,10 @@ CASES = [
      at(f"{SMOKE_EXP}.controllers", [{"name": "early_stopping", "patience": "x"}]), "patience"),
     ("controller unknown argument", "papers/core.yaml",
      at(f"{EXP}.controllers", [{"name": "early_stopping", "patienc": 3}]), "patienc"),
+    ("controller monitors a metric the problem does not log", "papers/core.yaml",
+     at(f"{EXP}.controllers", [{"name": "early_stopping", "monitor": "valid/reg_loss"}]), "reg_loss"),
+    ("controller monitors a misspelt metric", "papers/core.yaml",
+     at(f"{SMOKE_EXP}.controllers", [{"name": "reduce_on_plateau", "monitor": "valid/acuracy"}]), "acuracy"),
     # --- problem arguments ---------------------------------------------------------------------------------
     ("hidden a string", "papers/core.yaml", at(f"{EXP}.problem_args", {"hidden": "big"}), "hidden"),
     ("hidden zero", "papers/core.yaml", at(f"{SMOKE_EXP}.problem_args", {"hidden": 0}), "hidden"),

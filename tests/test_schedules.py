@@ -258,3 +258,20 @@ def test_controller_arguments_are_refused_when_built_not_at_the_first_evaluation
     with pytest.raises(ValueError, match=r"start_from_epoch must be an integer >= 1, got 0"):
         build_controller("threshold_stop", start_from_epoch=0)
     assert build_controller("reduce_on_plateau", patience=2.0, cooldown=1).patience == 2
+
+
+def test_a_monitored_metric_the_problem_does_not_log_is_refused_at_plan_time():
+    # It used to pass the plan and fail at the run's first evaluation, after its data and model were built.
+    from optrepro.plan import make_spec
+    from optrepro.registry import UnknownNameError
+
+    def spec(problem, monitor, controller="early_stopping"):
+        return make_spec(paper="crowded_valley", problem=problem, scale="smoke", optimizer="sgd",
+                         controllers=[{"name": controller, "monitor": monitor}])
+
+    with pytest.raises(UnknownNameError, match=r"metric monitored by controller 'threshold_stop' on problem "
+                                               r"'quadratic_deep' 'accuracy'.*Valid choices: loss$"):
+        spec("quadratic_deep", "train/accuracy", "threshold_stop")
+    with pytest.raises(UnknownNameError, match=r"'reg_los'.*Did you mean 'reg_loss'"):
+        spec("cifar10_3c3d", "valid/reg_los")
+    assert spec("cifar10_3c3d", "valid/reg_loss")["controllers"][0]["args"]["monitor"] == "valid/reg_loss"

@@ -108,6 +108,11 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
         cargs = _check_args(f"controller {cname!r}", dict(c.pop("args", {}), **c),
                             schedules.CONTROLLERS.get(cname)[1])
         schedules.build_controller(cname, **cargs)
+        if "monitor" in cargs:  # "<split>/<metric>" (the split was checked by build_controller)
+            metric = str(cargs["monitor"]).partition("/")[2]
+            if metric not in pinfo.metrics:
+                raise unknown(f"metric monitored by controller {cname!r} on problem {problem!r}", metric,
+                              pinfo.metrics)
         ctrl.append({"name": cname, "args": cargs})
     check_schedule_applies(optimizer, sname, [c["name"] for c in ctrl])
     if device not in DEVICES:

@@ -221,7 +221,7 @@ MONITOR_SPLITS = ("train", "valid", "test")
 
 def _monitor(controller: str, monitor: Any) -> str:
     """A monitored metric, "<split>/<metric>" as the loop logs it; refused at plan time, not at the first
-    evaluation. Which metrics a problem logs is its own: a wrong metric name still fails there, naming them."""
+    evaluation. The metric's name is checked against the problem's declared metrics by plan.make_spec."""
     split, _, metric = str(monitor).partition("/")
     if split not in MONITOR_SPLITS or not metric:
         raise ValueError(f"{controller} monitor {monitor!r}: expected '<split>/<metric>' (e.g. 'valid/loss'), "

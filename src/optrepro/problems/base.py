@@ -105,7 +105,6 @@ class Problem:
 
     scale: str
     name: ClassVar[str] = "problem"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
     # Evaluation drops a partial last batch (DeepOBS does, in every phase).
     drop_last_eval: ClassVar[bool] = False
     # Train-split metrics use the first `train_eval_size` training examples (None: all of them).

@@ -124,7 +124,6 @@ class CaAdamCaliforniaMLP(Problem):
     """Dense(u, relu)... Dense(1) on standardized California Housing (smoke: scikit-learn's diabetes)."""
 
     name: ClassVar[str] = "caadam_california_mlp"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "mae")
     higher_is_better: ClassVar[dict[str, bool]] = {"loss": False, "mae": False}
     hidden: str = "64,32"
     validation_split: float = 0.2

@@ -44,6 +44,7 @@ for name, cls, source, full_cost in (
         cost_per_epoch_s={"full": full_cost, "smoke": 0.4},
         gpu=True,
         impl_version=1,
+        metrics=("loss", "accuracy", "reg_loss"),  # reg_loss: loss + L2 penalty, Keras's val_loss
         description=f"Keras ResNet-20 (conv biases, he_normal, L2 1e-4 on 3x3 kernels, BN 0.99/1e-3) on {source}, "
                     "last 20% of train as validation, no augmentation",
     ))
@@ -60,5 +61,6 @@ register(ProblemInfo(
     cost_per_epoch_s={"full": 0.1, "smoke": 0.02},
     gpu=False,
     impl_version=1,
+    metrics=("loss", "mae"),
     description="Keras MLP Dense(u, relu)... Dense(1) on standardized California Housing (MSE; RMSE = sqrt(loss))",
 ))

@@ -34,6 +34,10 @@ PROBLEMS = (
 # quadratic_deep 2: default Hessian = draw 0 (a fresh process) instead of 1, and the order_seed argument
 # (paper/ambiguity/deepobs.yaml: deepobs-quadratic-hessian-instance, deepobs-tf1-epoch-order).
 IMPL_VERSION = {"quadratic_deep": 2}
+# what each evaluation logs: the classifiers with an L2 penalty also log reg_loss (loss + penalty, DeepOBS's
+# logged loss); the char RNN has no penalty, the VAEs and the quadratic no accuracy
+METRICS = {"quadratic_deep": ("loss",), "mnist_vae": ("loss",), "fmnist_vae": ("loss",),
+           "tolstoi_char_rnn": ("loss", "accuracy")}
 
 for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description in PROBLEMS:
     args = {} if name in ("quadratic_deep", "tolstoi_char_rnn") else {"weight_decay": wd}
@@ -58,5 +62,6 @@ for name, cls, dataset, batch, epochs, wd, cost, smoke_batch, gpu, description i
         cost_per_epoch_s={"full": cost, "smoke": 0.3},
         gpu=gpu,
         impl_version=IMPL_VERSION.get(name, 1),
+        metrics=METRICS.get(name, ("loss", "accuracy", "reg_loss")),
         description=description,
     ))

@@ -136,7 +136,6 @@ class QuadraticDeep(DeepOBSProblem):
     """
 
     name: ClassVar[str] = "quadratic_deep"
-    metrics: ClassVar[tuple[str, ...]] = ("loss",)
     hessian_instance: int = 0
     order_seed: int | None = None
 
@@ -188,7 +187,6 @@ def quadratic_deep_instance_of(epoch0_test_loss: float, rtol: float = 1e-6) -> i
 class MNISTVAE(DeepOBSProblem):
     name: ClassVar[str] = "mnist_vae"
     source: ClassVar[str] = "mnist"
-    metrics: ClassVar[tuple[str, ...]] = ("loss",)
 
     def build_model(self) -> nets.VAE:
         return nets.VAE(n_latent=8, filters=64 if self.scale == "full" else 8)

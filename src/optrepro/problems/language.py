@@ -132,7 +132,6 @@ class GlueMRPC(GlueBert):
 @dataclass
 class GPT2OpenWebText(Problem):
     name: ClassVar[str] = "alsals_gpt2_owt"
-    metrics: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
     train_eval_size: ClassVar[int | None] = 48_000
     smoke_windows: ClassVar[int] = 256  # smoke scale trains on at most this many windows of its byte stream
     block_size: int = 0  # 0: 1024 at full scale, 32 at smoke scale

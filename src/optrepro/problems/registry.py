@@ -31,6 +31,9 @@ class ProblemInfo:
     cost_per_epoch_s: Mapping[str, float] = field(default_factory=lambda: {"full": 60.0, "smoke": 0.05})
     gpu: bool = False  # full scale wants a GPU
     description: str = ""
+    # the metrics an evaluation logs, as "<split>/<metric>" (the keys of its forward's Output.sums): what a
+    # controller may monitor, checked at plan time (tests/test_problems.py checks them against a forward)
+    metrics: tuple[str, ...] = ("loss", "accuracy")
 
     def __post_init__(self):
         check_keys(f"declared argument (arg_types) of problem {self.name!r}", self.arg_types, self.args)
