@@ -64,7 +64,8 @@ times = pd.DataFrame(rows, columns=["problem", "method", "schedule", "seed", "st
 
 
 def method_times(cost: str) -> pd.DataFrame:
-    """Problems x methods: each method's median time over seeds at its faster schedule (tuned, small budget)."""
+    """Problems x methods: each method's time at its faster schedule (tuned, small budget): the time by which
+    half its seeds reached the target (arena.method_time)."""
     if times.empty:
         return pd.DataFrame()
     per_schedule = times.groupby(["problem", "method", "schedule"])[cost].apply(arena.method_time)
@@ -126,11 +127,12 @@ section.write_table("ranks.tex", tables.latex_table(
     "interval over seeds.", label="tab:arena-ranks", scale=scale, precision=2), runs=frame)
 steps_table = method_times("steps")
 if not steps_table.empty:
-    shown = steps_table.T.replace(math.inf, np.nan)
+    shown = steps_table.T  # inf prints as "inf"; a method not run on a problem (NaN) as a dash
     shown.columns = [str(c) for c in shown.columns]
     section.write_table("per_problem.tex", tables.latex_table(
-        shown.reset_index().rename(columns={"method": "method"}).fillna("inf"),
-        caption="Time to target in steps per problem (median over seeds; inf: diverged or never reached).",
+        shown.reset_index(),
+        caption="Time to target in steps per problem (the time by which half the seeds reached it; inf: more "
+        "than half diverged or never reached it).",
         label="tab:arena-per-problem", scale=scale, precision=0), runs=frame)
 else:
     section.write_table("per_problem.tex", "\\emph{No tuned run at this scale.}\n")

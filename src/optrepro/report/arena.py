@@ -8,7 +8,11 @@ Conventions (AlgoPerf's, adapted to a run's evaluation curve):
   (>= for accuracies, <= for losses). Cost is counted three ways: optimizer steps, equal-compute pass units
   (forward+backward = 1, forward only = 1/3) and seconds. A run that diverged, or never reaches the target, takes
   infinitely long.
-- A method's time on a problem is the median over its seeds (infinite when at least half its seeds are).
+- A method's time on a problem is the time by which half its seeds have reached the target: the median over
+  seeds for an odd count, the lower of the two middle times for an even one; infinite when more than half its
+  seeds never reach it. (The plain median of an even count is infinite as soon as half the seeds never arrive.
+  The baseline that sets a target reaches it with only half its seeds when their count is even, since the
+  target is their median, so by the plain median that baseline never reached its own target.)
 - The **performance profile** of a method is rho(tau) = the fraction of problems on which its time is at most
   tau times the best method's time on that problem; a problem no method solves counts for no method.
 - **Ranks** per problem are by time (ties share the mean rank, infinite times tie last); the mean rank's interval
@@ -54,10 +58,11 @@ def target_of(finals: pd.DataFrame, baselines: Iterable[str], higher_is_better: 
 
 
 def method_time(times: Sequence[float]) -> float:
-    """Median over seeds; infinite when at least half the seeds never reach the target."""
+    """The time by which half the seeds have reached the target (the lower median); infinite when more than
+    half never reach it."""
     if len(times) == 0:
         return INF
-    return float(np.median(np.asarray(times, dtype=float)))  # a median next to inf is inf
+    return float(np.sort(np.asarray(times, dtype=float))[(len(times) - 1) // 2])
 
 
 def performance_profile(times: pd.DataFrame, taus: Sequence[float]) -> pd.DataFrame:
