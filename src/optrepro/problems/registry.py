@@ -31,8 +31,9 @@ class ProblemInfo:
     cost_per_epoch_s: Mapping[str, float] = field(default_factory=lambda: {"full": 60.0, "smoke": 0.05})
     gpu: bool = False  # full scale wants a GPU
     description: str = ""
-    # the metrics an evaluation logs, as "<split>/<metric>" (the keys of its forward's Output.sums): what a
-    # controller may monitor, checked at plan time (tests/test_problems.py checks them against a forward)
+    # the names of the metrics an evaluation logs (the keys of its forward's Output.sums; logged per split as
+    # "<split>/<metric>"): what a controller may monitor, checked at plan time (tests/test_problems.py checks
+    # them against a forward)
     metrics: tuple[str, ...] = ("loss", "accuracy")
 
     def __post_init__(self):
