@@ -81,12 +81,11 @@ class _ArmijoBase(OneParamGroup, Optimizer):
     def _params_with_grad(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def _begin_step(self, closure: Callable, read_loss: bool = True) -> tuple[torch.Tensor, list[torch.Tensor],
-                                                                               Callable]:
-        """The common start of every search: loss and gradients at the current point (one forward+backward),
-        the step counted and, with read_loss, the loss recorded (a host read; a search that reads it later
-        together with its first trial loss saves a sync); returns the loss, the parameters that have gradients
-        and the closure in its one-argument form (optrepro.closure.optimizer_closure)."""
+    def _begin_step(self, closure: Callable) -> tuple[torch.Tensor, list[torch.Tensor], Callable]:
+        """The common start of every search: loss and gradients at the current point (one forward+backward) and
+        the step counted; returns the loss, left on the device (each search reads it together with the first
+        other number it needs: one host sync fewer per step), the parameters that have gradients and the
+        closure in its one-argument form (optrepro.closure.optimizer_closure)."""
         if closure is None:
             raise RuntimeError(f"{type(self).__name__} requires a closure: step(closure), with closure(backward: "
                                f"bool) or torch's closure()")
@@ -95,8 +94,6 @@ class _ArmijoBase(OneParamGroup, Optimizer):
             loss = closure(backward=True)
         self.scalars["forward_evals"] += 1
         self.scalars["step"] += 1
-        if read_loss:
-            self.scalars["loss"] = float(loss)
         return loss, self._params_with_grad(), closure
 
     def _trial(self, closure: Callable, params, origin, direction, eta: float) -> float:
@@ -129,6 +126,16 @@ class _ArmijoBase(OneParamGroup, Optimizer):
             s["last_backtracks"] = k + 1
         return 1e-6
 
+    def _read_loss_and_dot(self, loss: torch.Tensor, a, b) -> tuple[float, float]:
+        """The step's loss and the sum over tensors of <a_i, b_i>, as Python floats read from the device
+        together (one host sync: each sync stalls a GPU's queue); records the loss."""
+        if a:
+            loss, dot = _floats(loss, _device_dots((a, b))[0])
+        else:
+            loss, dot = float(loss), 0.0
+        self.scalars["loss"] = loss
+        return loss, dot
+
     def _reset(self) -> float:
         """The step size a search starts from: the last one, reset by the group's reset_option."""
         o, eta = self.param_groups[0], self.scalars["step_size"]
@@ -152,19 +159,6 @@ def _device_dots(*pairs) -> list[torch.Tensor]:
     return [torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum() for a, b in pairs]
 
 
-def _dots(*pairs) -> list[float]:
-    """For each pair (a, b) of tensor lists, the sum over tensors of <a_i, b_i>, as Python floats read from the
-    device together (one host sync for all pairs: each sync stalls a GPU's queue)."""
-    sums = [torch.stack([x.sum() for x in torch._foreach_mul(a, b)]).sum() for a, b in pairs if a]
-    values = iter(torch.stack(sums).tolist() if sums else [])
-    return [next(values) if a else 0.0 for a, _ in pairs]
-
-
-def _dot(a, b) -> float:
-    """Sum over all tensors of <a_i, b_i>, as a Python float (one host sync)."""
-    return _dots((a, b))[0]
-
-
 class SLS(_ArmijoBase):
     def __init__(self, params, init_step_size: float = 1.0, c: float = 0.1, beta_b: float = 0.9,
                  gamma: float = 2.0, reset_option: int = 1, n_batches_per_epoch: int = 500,
@@ -182,9 +176,8 @@ class SLS(_ArmijoBase):
         o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
         loss_t, params, closure = self._begin_step(closure)
-        loss = s["loss"]
         grads = [p.grad for p in params]
-        grad_norm_sq = _dot(grads, grads)
+        loss, grad_norm_sq = self._read_loss_and_dot(loss_t, grads, grads)
         s["grad_norm"] = math.sqrt(grad_norm_sq)
         # reset before every search, step 1 included (sls.py resets from init_step_size on the first call too)
         eta = self._reset()
@@ -257,11 +250,10 @@ class AdaSLS(_PreconditionedArmijo):
         o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
         loss_t, params, closure = self._begin_step(closure)
-        loss = s["loss"]
         grads = [p.grad for p in params]
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], o["base_opt"], s["step"])
         trial_dir = torch._foreach_mul(grads, precond)
-        pp_norm = _dot(grads, trial_dir)
+        loss, pp_norm = self._read_loss_and_dot(loss_t, grads, trial_dir)
         s["pp_norm"] = pp_norm
         # reset before every search, step 1 included, as ada_sls's get_step_size does
         eta = self._reset()
@@ -307,11 +299,11 @@ class AdamSLS(_PreconditionedArmijo):
         o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
         loss_t, params, closure = self._begin_step(closure)
-        loss, t = s["loss"], s["step"]
+        t = s["step"]
         grads = [p.grad for p in params]
         precond, m_hat = self._moments(params, grads, o["beta"], o["momentum"], "adam", t)
         trial_dir = torch._foreach_mul(grads, precond)
-        pp_norm = _dot(grads, trial_dir)
+        loss, pp_norm = self._read_loss_and_dot(loss_t, grads, trial_dir)
         s["pp_norm"] = pp_norm
         beta_s = o["beta_s"]
         eta = self._reset()
@@ -368,7 +360,7 @@ class ALSALS(_ArmijoBase):
     def step(self, closure=None):
         o = self.param_groups[0]  # the only group (OneParamGroup)
         s = self.scalars
-        loss_t, params, closure = self._begin_step(closure, read_loss=False)
+        loss_t, params, closure = self._begin_step(closure)
         t = s["step"]
         if o["clip_grad"] is not None:
             torch.nn.utils.clip_grad_norm_(params, o["clip_grad"])
