@@ -31,6 +31,7 @@ def test_method_time_is_when_half_the_seeds_arrived_and_infinite_when_more_than_
     assert method_time([10, 20, 30, INF]) == 20  # the lower of the two middle times
     assert method_time([10, INF, INF]) == INF
     assert method_time([]) == INF
+    assert math.isnan(method_time([10, math.nan, 30]))  # unknown (no timing run), not a late arrival
 
 
 @pytest.mark.parametrize("seeds", [3, 4, 10])

@@ -272,6 +272,9 @@ def test_a_monitored_metric_the_problem_does_not_log_is_refused_at_plan_time():
     with pytest.raises(UnknownNameError, match=r"metric monitored by controller 'threshold_stop' on problem "
                                                r"'quadratic_deep' 'accuracy'.*Valid choices: loss$"):
         spec("quadratic_deep", "train/accuracy", "threshold_stop")
+    with pytest.raises(UnknownNameError, match=r"'accuracy'.*Valid choices: loss$"):  # its default monitor
+        make_spec(paper="crowded_valley", problem="quadratic_deep", scale="smoke", optimizer="sgd",
+                  controllers=[{"name": "threshold_stop"}])
     with pytest.raises(UnknownNameError, match=r"'reg_los'.*Did you mean 'reg_loss'"):
         spec("cifar10_3c3d", "valid/reg_los")
     assert spec("cifar10_3c3d", "valid/reg_loss")["controllers"][0]["args"]["monitor"] == "valid/reg_loss"

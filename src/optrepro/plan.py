@@ -108,8 +108,9 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
         cargs = _check_args(f"controller {cname!r}", dict(c.pop("args", {}), **c),
                             schedules.CONTROLLERS.get(cname)[1])
         schedules.build_controller(cname, **cargs)
-        if "monitor" in cargs:  # "<split>/<metric>" (the split was checked by build_controller)
-            metric = str(cargs["monitor"]).partition("/")[2]
+        monitor = {**schedules.CONTROLLERS.get(cname)[1], **cargs}.get("monitor")  # the default counts too
+        if monitor is not None:  # "<split>/<metric>" (the split was checked by build_controller)
+            metric = str(monitor).partition("/")[2]
             if metric not in pinfo.metrics:
                 raise unknown(f"metric monitored by controller {cname!r} on problem {problem!r}", metric,
                               pinfo.metrics)

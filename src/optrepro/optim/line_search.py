@@ -149,7 +149,8 @@ class _ArmijoBase(OneParamGroup, Optimizer):
 def _floats(*values) -> list[float]:
     """Scalar losses as Python floats; tensors on one device are read together, in one host sync."""
     if all(torch.is_tensor(v) for v in values) and len({v.device for v in values}) == 1:
-        return torch.stack([v.detach().reshape(()).double() for v in values]).tolist()  # float64: exact
+        # stack promotes mixed dtypes to the wider one, which holds each value exactly
+        return torch.stack([v.detach().reshape(()) for v in values]).tolist()
     return [float(v) for v in values]
 
 
@@ -379,7 +380,8 @@ class ALSALS(_ArmijoBase):
         torch._foreach_add_(denom, 1e-8)
         direction = torch._foreach_div(torch._foreach_div(m, 1 - beta1 ** t), denom)
         if params:  # a diagnostic, kept on the device until a log point reads internals() (no sync here)
-            gm, gg, mm = (x.double() for x in _device_dots((grads, m), (grads, grads), (m, m)))
+            wide = torch.float32 if params[0].device.type == "mps" else torch.float64  # MPS has no float64
+            gm, gg, mm = (x.to(wide) for x in _device_dots((grads, m), (grads, grads), (m, m)))
             s["cos_grad_momentum"] = torch.where((gg > 0) & (mm > 0), gm / torch.sqrt(gg * mm), 0.0)
         else:
             s["cos_grad_momentum"] = 0.0

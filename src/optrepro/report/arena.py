@@ -59,10 +59,13 @@ def target_of(finals: pd.DataFrame, baselines: Iterable[str], higher_is_better: 
 
 def method_time(times: Sequence[float]) -> float:
     """The time by which half the seeds have reached the target (the lower median); infinite when more than
-    half never reach it."""
+    half never reach it; NaN when a seed's time is unknown."""
     if len(times) == 0:
         return INF
-    return float(np.sort(np.asarray(times, dtype=float))[(len(times) - 1) // 2])
+    times = np.asarray(times, dtype=float)
+    if np.isnan(times).any():  # a time that is not known (no timing run) leaves the method's time unknown
+        return math.nan
+    return float(np.sort(times)[(len(times) - 1) // 2])
 
 
 def performance_profile(times: pd.DataFrame, taus: Sequence[float]) -> pd.DataFrame:
