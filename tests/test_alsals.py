@@ -215,7 +215,7 @@ def config_with(change) -> dict:
 def test_bad_arms_and_tasks_are_refused_with_the_choices():
     def typo(p):
         p["tasks"][0]["arms"] = ["alsals", "adm"]
-    with pytest.raises(ValueError, match=r"unknown arm of task 'mrpc' 'adm'.*Did you mean 'adam'.*Valid choices"):
+    with pytest.raises(ValueError, match=r"unknown arm of task 'mrpc': 'adm'.*Did you mean 'adam'.*Valid choices"):
         planner.alsals_planner(config_with(typo), "smoke", GLOBAL)
 
     def no_tuning_split(p):

@@ -227,6 +227,12 @@ def test_a_message_names_the_range_and_the_choices(tmp_path):
     assert "Valid choices:" in name and "adabelief" in name
     key = refusal(tmp_path / "key", "papers/core.yaml", at(f"{EXP}.epoch", 3))
     assert "valid keys:" in key and "epochs" in key
+    # an alternative of the schema (an int or a list of unique ints): the message says what is wrong inside the
+    # alternative the value's type selects, not only "not valid under any of the given schemas"
+    repeated = refusal(tmp_path / "repeated", "papers/core.yaml", at(f"{EXP}.seeds", [1, 1]))
+    assert "at experiments/0/seeds: [1, 1] has non-unique elements" in repeated, repeated
+    item = refusal(tmp_path / "item", "papers/core.yaml", at(f"{EXP}.seeds", [1, "2"]))
+    assert "at experiments/0/seeds/1: '2' is not of type 'integer'" in item, item
 
 
 def test_a_smoke_dry_run_refuses_an_unknown_optimizer_in_the_full_scale_block(tmp_path):

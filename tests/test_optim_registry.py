@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 
 import pytest
 import torch
@@ -435,10 +436,29 @@ def test_unknown_hyperparameter_is_refused_by_name(name):
     assert all(key in message for key in optim.info(name).defaults)
 
 
+@pytest.mark.parametrize("name, hparams, named", [
+    ("adam", {"lr": True}, "'lr'"), ("adam", {"lr": "x"}, "'lr'"), ("adam", {"lr": -1.0}, "'lr'"),
+    ("alsals", {"betas": (1.2, 0.9)}, "'betas'"), ("caadam_additive", {"gamma": -1.0}, "'gamma'"),
+])
+def test_build_refuses_a_bad_value_as_the_planner_does(name, hparams, named):
+    # build is the practitioner's entry point: it must refuse what make_spec refuses, naming the key and what
+    # is valid, not pass it to the optimizer (adam accepted lr=True; lr="x" gave a bare TypeError)
+    with pytest.raises((ValueError, TypeError)) as error:
+        optim.build(name, Net(), **hparams)
+    message = str(error.value)
+    assert named in message and f"optimizer {name!r}" in message and "valid" in message.lower()
+
+
 def test_unknown_optimizer_is_refused_with_the_choices():
     with pytest.raises(UnknownNameError) as error:
         optim.build("adamm", Net())
     assert "'adamm'" in str(error.value) and "adam" in str(error.value) and "sgd" in str(error.value)
+
+
+def test_an_unknown_study_version_is_refused_not_replaced_by_the_default_space():
+    with pytest.raises(UnknownNameError, match=r"unknown study version 'v2'.*Valid choices: default, icml, v1"):
+        search_space("adam", "v2")
+    assert search_space("adam", "v1") == optim.info("adam").search_space.get("v1", search_space("adam", "default"))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -491,3 +511,22 @@ def test_fused_is_asked_for_only_on_the_devices_of_the_class():
     assert fastest_torch_kwargs([p], True, ("cuda",)) == {"foreach": False}
     assert fastest_torch_kwargs([p], False) == {"foreach": False}
     assert optim.build("adagrad", nn.Linear(2, 1)).defaults["fused"] is True  # on CPU: torch's fused kernel
+
+
+def test_every_catalog_module_of_a_package_registers_without_being_listed(tmp_path, monkeypatch):
+    # A new catalog_*.py used to need a line in catalog.py too; left out, its entries were silently missing.
+    from optrepro.registry import import_catalogs
+
+    package = tmp_path / "fakepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("LOADED = []\n")
+    for module in ("catalog_one", "catalog_two", "helpers"):
+        (package / f"{module}.py").write_text(f"import fakepkg\nfakepkg.LOADED.append({module!r})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_catalogs("fakepkg")
+    import fakepkg
+
+    assert fakepkg.LOADED == ["catalog_one", "catalog_two"]  # every catalog, in name order; nothing else
+    monkeypatch.delitem(sys.modules, "fakepkg")
+    for module in ("catalog_one", "catalog_two"):
+        monkeypatch.delitem(sys.modules, f"fakepkg.{module}")

@@ -71,6 +71,17 @@ def test_registry_entry_is_complete_and_splits_are_fixed(name):
         assert all(torch.equal(x, y) for x, y in zip(a[key].tensors, cached[key].tensors))
 
 
+def test_a_problem_without_a_scale_block_is_refused_at_registration():
+    # It used to register and fail later in make_spec with a bare KeyError 'smoke'
+    from optrepro.problems.registry import ProblemInfo
+
+    full = {"batch_size": 32, "epochs": 1, "eval_every": 1}
+    with pytest.raises(ValueError, match=r"problem 'mine': defaults\['smoke'\] lacks batch_size, epochs, eval_every"):
+        ProblemInfo(name="mine", target="m:M", defaults={"full": full})
+    with pytest.raises(ValueError, match=r"defaults\['full'\] lacks eval_every"):
+        ProblemInfo(name="mine", target="m:M", defaults={"full": {"batch_size": 32, "epochs": 1}, "smoke": full})
+
+
 def test_digits_are_read_as_scikit_learn_loads_them():
     from sklearn.datasets import load_digits
 

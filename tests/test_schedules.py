@@ -270,7 +270,7 @@ def test_a_monitored_metric_the_problem_does_not_log_is_refused_at_plan_time():
                          controllers=[{"name": controller, "monitor": monitor}])
 
     with pytest.raises(UnknownNameError, match=r"metric monitored by controller 'threshold_stop' on problem "
-                                               r"'quadratic_deep' 'accuracy'.*Valid choices: loss$"):
+                                               r"'quadratic_deep': 'accuracy'.*Valid choices: loss$"):
         spec("quadratic_deep", "train/accuracy", "threshold_stop")
     with pytest.raises(UnknownNameError, match=r"'accuracy'.*Valid choices: loss$"):  # its default monitor
         make_spec(paper="crowded_valley", problem="quadratic_deep", scale="smoke", optimizer="sgd",

@@ -41,6 +41,12 @@ def test_same_spec_twice_and_position_in_batch_give_identical_results(tmp_path):
     assert deterministic(tmp_path / "c", mixed[1]) != a
 
 
+def test_a_batch_ends_with_one_line_counting_its_runs_by_status(tmp_path, capsys):
+    # `optrepro run` used to print nothing on success
+    assert run_batch([spec(), spec(seed=1)], tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"optrepro: 2 runs under {tmp_path / 'runs'}: 2 ok"
+
+
 def test_complete_runs_are_skipped_and_manifest_written_last(tmp_path):
     s = spec()
     manifest = tmp_path / "m.json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -19,6 +20,14 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+def import_catalogs(package: str) -> None:
+    """Import every `catalog_*` module of `package` (each only calls its registry's `register`): a new family
+    module registers by existing, and none can be left out of a list by mistake. Imported once (cached)."""
+    root = importlib.import_module(package)
+    for module in sorted(m.name for m in pkgutil.iter_modules(root.__path__) if m.name.startswith("catalog_")):
+        importlib.import_module(f"{package}.{module}")
+
+
 def unknown(kind: str, name: object, choices) -> UnknownNameError:
     """The one error for a name or value outside its choices: names it, suggests the closest, lists them all
     (sorted; choices may be strings or numbers)."""
@@ -29,7 +38,8 @@ def unknown(kind: str, name: object, choices) -> UnknownNameError:
     texts = [str(c) for c in choices]
     close = difflib.get_close_matches(str(name), texts, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Valid choices: {', '.join(texts)}")
+    sep = ": " if kind.endswith("'") else " "  # "... for optimizer 'adam': 'lrr'", not "'adam' 'lrr'"
+    return UnknownNameError(f"unknown {kind}{sep}{name!r}.{hint} Valid choices: {', '.join(texts)}")
 
 
 def check_keys(kind: str, given, valid) -> None:

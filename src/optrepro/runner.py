@@ -7,6 +7,7 @@ manifest is written last, only when every run is complete, so Snakemake's retry 
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
@@ -107,6 +108,9 @@ def run_batch(entries: Iterable[Mapping[str, Any]], results_dir: Path, *, manife
             raise Interrupted(f"signal {signals.received}: the batch stopped after its last run")
     if manifest is not None and failures == 0:
         atomic_write_json(Path(manifest), {"batch": batch_name, "scale": scale, "runs": runs})
+    statuses = collections.Counter(r["status"] for r in runs)
+    print(f"optrepro: {len(runs)} runs under {Path(results_dir) / 'runs'}: "
+          + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items())), flush=True)
     return 1 if failures else 0
 
 

@@ -399,8 +399,14 @@ def validate_config(config: Mapping[str, Any], config_dir: Path, schema_dir: Pat
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance), key=lambda e: list(e.path))
         if errors:
             e = errors[0]
+            hint = _schema_hint(e)
+            # oneOf/anyOf: "is not valid under any of the given schemas" hides what is wrong; name the failure
+            # inside the alternative whose type the value has (a repeated seed, a bad item), when there is one
+            inner = [c for c in e.context or () if c.validator != "type" or c.relative_path]
+            if e.validator in ("oneOf", "anyOf") and inner:
+                e = max(inner, key=lambda c: len(c.absolute_path))
             where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
-            raise ConfigError(f"{what}: at {where}: {e.message}{_schema_hint(e)}")
+            raise ConfigError(f"{what}: at {where}: {e.message}{hint}")
 
     if not isinstance(config, Mapping):
         raise ConfigError(f"{Path(config_dir) / 'config.yaml'}: the top level must be a mapping of keys")

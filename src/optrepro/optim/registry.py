@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from optrepro import params as _params
-from optrepro.registry import Registry, check_keys, import_target, unknown
+from optrepro.registry import Registry, check_keys, import_catalogs, import_target, unknown
 
 
 LR_MULTIPLIER = "lr_multiplier"  # the param-group key of lr_schedule="multiplier"
@@ -140,8 +140,7 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
 
 
 def _load_catalogs() -> None:
-    # Each catalog module only calls register(); importing it twice is harmless (modules are cached).
-    from optrepro.optim import catalog  # noqa: F401
+    import_catalogs("optrepro.optim")
 
 
 def available() -> list[str]:
@@ -155,9 +154,10 @@ def info(name: str) -> OptimizerInfo:
 
 
 def resolve_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults overlaid with `hparams`; unknown keys are refused by name, before any compute."""
+    """Defaults overlaid with `hparams`; unknown keys, and values of the wrong type or out of range, are refused
+    by name, before any compute (the same check as the planner's, for users who call build directly)."""
     entry = info(name)
-    check_keys(f"hyperparameter for optimizer {name!r}", hparams, entry.defaults)
+    entry.check_hparams(hparams)
     return {**entry.defaults, **hparams}
 
 
@@ -175,8 +175,12 @@ def build(name: str, model_or_params, **hparams):
 
 
 def search_space(name: str, version: str = "default") -> Mapping[str, Any]:
-    """The tuning space of `name` for a study version: that version's entry, else "default"."""
+    """The tuning space of `name` for a study version: that version's entry, else "default". A version no
+    optimizer declares is refused (a typo would otherwise fall back to "default" silently)."""
     spaces = info(name).search_space
+    known = {v for other in available() for v in info(other).search_space}
+    if version not in known:
+        raise unknown("study version", version, known)
     if version in spaces:
         return spaces[version]
     if "default" in spaces:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from optrepro import params as _params
-from optrepro.registry import Registry, check_keys, import_target, unknown
+from optrepro.registry import Registry, check_keys, import_catalogs, import_target, unknown
 
 SCALES = ("smoke", "full")  # the one list of scales (plan, report, paper, commands)
+REQUIRED_DEFAULTS = ("batch_size", "epochs", "eval_every")  # a problem's protocol, per scale
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class ProblemInfo:
     metrics: tuple[str, ...] = ("loss", "accuracy")
 
     def __post_init__(self):
+        for scale in SCALES:  # every problem runs at both scales: a missing block would fail only at plan time
+            missing = [k for k in REQUIRED_DEFAULTS if k not in self.defaults.get(scale, {})]
+            if missing:
+                raise ValueError(f"problem {self.name!r}: defaults[{scale!r}] lacks {', '.join(missing)} "
+                                 f"(every scale of {', '.join(SCALES)} needs {', '.join(REQUIRED_DEFAULTS)})")
         check_keys(f"declared argument (arg_types) of problem {self.name!r}", self.arg_types, self.args)
         for key, param in self.arg_types.items():
             param.check(f"default of argument {key!r} of problem {self.name!r}", self.args[key])
@@ -54,7 +60,7 @@ def register(info: ProblemInfo) -> ProblemInfo:
 
 
 def _load_catalogs() -> None:
-    from optrepro.problems import catalog  # noqa: F401
+    import_catalogs("optrepro.problems")
 
 
 def available() -> list[str]:
