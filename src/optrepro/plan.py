@@ -107,10 +107,10 @@ def make_spec(*, paper: str, problem: str, scale: str, optimizer: str, hparams: 
         cname = c.pop("name")
         cargs = _check_args(f"controller {cname!r}", dict(c.pop("args", {}), **c),
                             schedules.CONTROLLERS.get(cname)[1])
-        schedules.build_controller(cname, **cargs)
-        monitor = {**schedules.CONTROLLERS.get(cname)[1], **cargs}.get("monitor")  # the default counts too
+        controller = schedules.build_controller(cname, **cargs)
+        monitor = getattr(controller, "monitor", None)  # what it will read, its default included
         if monitor is not None:  # "<split>/<metric>" (the split was checked by build_controller)
-            metric = str(monitor).partition("/")[2]
+            metric = monitor.partition("/")[2]
             if metric not in pinfo.metrics:
                 raise unknown(f"metric monitored by controller {cname!r} on problem {problem!r}", metric,
                               pinfo.metrics)
